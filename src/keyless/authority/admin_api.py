@@ -1,0 +1,414 @@
+"""The directory administration API (`/admin/v1/...`), used by the `keyless ad` and `keyless keys`
+commands.
+
+Every route takes a Keyless access token for the management API. Until role-based access
+control arrives, only tenant administrators may call it (deny by default). Each write and each
+refusal is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.authority import directory, keys
+from keyless.authority.context import Authority
+from keyless.authority.directory import DirectoryError
+from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
+from keyless.server.body import BodyTooLarge, read_limited
+from keyless.store import audit
+from keyless.store.generation import bump_generation
+from keyless.store.models import ResourceApi, SigningKey, Tenant, User
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[Session, TokenClaims, Request, dict[str, Any]], Any]
+
+
+def _fail(status: int, code: str, message: str) -> JSONResponse:
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise InvalidToken(
+            "this API needs `Authorization: Bearer <token>` for api://keyless/management; "
+            "sign in with `keyless login`"
+        )
+    return value.strip()
+
+
+def _is_admin(session: Session, claims: TokenClaims) -> bool:
+    if claims.idtyp != "user":
+        return False
+    user = session.get(User, claims.object_id)
+    return bool(user and user.tenant_id == claims.tenant_id and user.is_tenant_admin)
+
+
+class _Denied(Exception):
+    pass
+
+
+class AdminApi:
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+
+    def route(self, path: str, method: str, action: str, handler: Handler) -> Route:
+        """Wrap `handler` with token checks, the admin check, one transaction and auditing."""
+        writes = method != "GET"
+
+        async def endpoint(request: Request) -> Response:
+            trace_id = str(uuid.uuid4())
+            try:
+                token = _bearer(request)
+                raw = await read_limited(request, MAX_BODY) if writes else b""
+            except InvalidToken as exc:
+                return _fail(401, "InvalidAuthenticationToken", str(exc))
+            except BodyTooLarge as exc:
+                return _fail(413, "RequestTooLarge", str(exc))
+            return await run_in_threadpool(
+                self._run, request, token, raw, action, handler, writes, trace_id
+            )
+
+        return Route(path, endpoint, methods=[method], name=action)
+
+    def _run(
+        self,
+        request: Request,
+        token: str,
+        raw: bytes,
+        action: str,
+        handler: Handler,
+        writes: bool,
+        trace_id: str,
+    ) -> Response:
+        try:
+            claims = validate_access_token(self.authority, token, "management")
+        except InvalidToken as exc:
+            return _fail(401, "InvalidAuthenticationToken", str(exc))
+        target = request.url.path
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return _fail(400, "BadRequest", "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _fail(400, "BadRequest", "the request body must be a JSON object")
+        with Session(self.authority.engine) as session:
+            try:
+                with session.begin():
+                    if not _is_admin(session, claims):
+                        raise _Denied
+                    result = handler(session, claims, request, body)
+            except _Denied:
+                self._audit(claims, action, target, "denied", trace_id)
+                return _fail(
+                    403,
+                    "AuthorizationFailed",
+                    f"the caller {claims.object_id} may not perform {action}: only tenant "
+                    "administrators may change the directory",
+                )
+            except DirectoryError as exc:
+                if writes:
+                    self._audit(claims, action, target, f"failed:{exc.code}", trace_id)
+                return _fail(exc.status, exc.code, exc.message)
+        if writes:
+            self._audit(claims, action, target, "succeeded", trace_id)
+        status = 201 if method_is_create(action) else 200
+        return JSONResponse(result, status_code=status)
+
+    def _audit(
+        self, claims: TokenClaims, action: str, target: str, result: str, trace_id: str
+    ) -> None:
+        record = audit.AuditRecord(
+            actor=claims.object_id,
+            action=action,
+            target=target,
+            result=result,
+            trace_id=trace_id,
+            tenant_id=claims.tenant_id,
+            details={"appId": claims.app_id, "idtyp": claims.idtyp},
+        )
+        with self.authority.engine.begin() as connection:
+            audit.write(connection, record)
+
+
+def method_is_create(action: str) -> bool:
+    return action.endswith(".create")
+
+
+# ------------------------------------------------------------------------------------ handlers
+
+
+def _sp_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
+    name = body.get("displayName")
+    cert_pem = body.get("certificate")
+    want_secret = bool(body.get("createSecret"))
+    if cert_pem is not None and not isinstance(cert_pem, str):
+        raise directory._bad("certificate must be a PEM string")
+    if cert_pem and want_secret:
+        raise directory._bad("choose a certificate or a secret, not both")
+    cert = directory.parse_certificate(cert_pem) if cert_pem else None
+    years = body.get("secretYears", 1)
+    if not isinstance(years, int | float) or isinstance(years, bool):
+        raise directory._bad("secretYears must be a number")
+    sp = directory.create_service_principal(s, c.tenant_id, str(name) if name else "")
+    out: dict[str, Any] = {**directory.sp_json(sp), "tenant": c.tenant_id}
+    if cert is not None:
+        out["certificate"] = directory.add_certificate(s, c.tenant_id, sp.app_id, cert)
+    if want_secret:
+        secret = directory.add_secret(s, c.tenant_id, sp.app_id, float(years))
+        out["password"] = secret.value
+        out["passwordKeyId"] = secret.key_id
+        out["passwordEndDateTime"] = secret.expires_at
+    return out
+
+
+def _sp_list(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    return {"value": directory.list_service_principals(s, c.tenant_id)}
+
+
+def _sp_show(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    return directory.sp_json(directory.find_service_principal(s, c.tenant_id, r.path_params["id"]))
+
+
+def _sp_delete(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    sp = directory.delete_service_principal(s, c.tenant_id, r.path_params["id"])
+    return {"deleted": sp.app_id}
+
+
+def _sp_add_credential(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    sp = directory.find_service_principal(s, c.tenant_id, r.path_params["id"])
+    if sp.kind != "Application":
+        raise directory._bad("managed identities take no certificates or secrets")
+    if "certificate" in body:
+        cert_pem = body["certificate"]
+        if not isinstance(cert_pem, str):
+            raise directory._bad("certificate must be a PEM string")
+        cert = directory.parse_certificate(cert_pem)
+        return directory.add_certificate(s, c.tenant_id, sp.app_id, cert)
+    years = body.get("secretYears", 1)
+    if not isinstance(years, int | float) or isinstance(years, bool):
+        raise directory._bad("secretYears must be a number")
+    secret = directory.add_secret(s, c.tenant_id, sp.app_id, float(years))
+    return {
+        "appId": sp.app_id,
+        "password": secret.value,
+        "keyId": secret.key_id,
+        "endDateTime": secret.expires_at,
+        "tenant": c.tenant_id,
+    }
+
+
+def _fic_create(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    sp = directory.find_service_principal(s, c.tenant_id, r.path_params["id"])
+    return directory.add_federated_credential(s, c.tenant_id, sp.app_id, body)
+
+
+def _fic_list(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    sp = directory.find_service_principal(s, c.tenant_id, r.path_params["id"])
+    return {"value": directory.list_federated_credentials(s, sp.app_id)}
+
+
+def _fic_delete(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    sp = directory.find_service_principal(s, c.tenant_id, r.path_params["id"])
+    directory.delete_federated_credential(s, sp.app_id, r.path_params["name"])
+    return {"deleted": r.path_params["name"]}
+
+
+def _users(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    return {"value": directory.list_users(s, c.tenant_id)}
+
+
+def _group_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
+    return directory.group_json(directory.create_group(s, c.tenant_id, body.get("displayName")))
+
+
+def _group_list(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    return {"value": directory.list_groups(s, c.tenant_id)}
+
+
+def _member_add(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    directory.add_member(s, c.tenant_id, r.path_params["id"], body.get("memberId"))
+    return {"added": body.get("memberId")}
+
+
+def _member_list(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    return {"value": directory.list_members(s, c.tenant_id, r.path_params["id"])}
+
+
+def _key_json(key: SigningKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "status": key.status,
+        "createdAt": key.created_at,
+        "activatedAt": key.activated_at,
+        "retiredAt": key.retired_at,
+        "publishedUntil": key.published_until,
+    }
+
+
+def _keys_list(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    tenant = s.get(Tenant, c.tenant_id)
+    return {
+        "value": [_key_json(k) for k in keys.published_keys(s, c.tenant_id)],
+        "rotationIntervalSeconds": tenant.key_rotation_interval_s if tenant else None,
+    }
+
+
+def _apis(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    rows = s.scalars(
+        select(ResourceApi).where(ResourceApi.tenant_id == c.tenant_id).order_by(ResourceApi.name)
+    )
+    return {
+        "value": [
+            {
+                "id": api.id,
+                "name": api.name,
+                "audience": api.identifier_uris[0],
+                "identifierUris": list(api.identifier_uris),
+                "builtIn": api.built_in,
+            }
+            for api in rows
+        ]
+    }
+
+
+def _tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "displayName": tenant.display_name,
+        "domain": tenant.domain,
+        "tokenLifetimeSeconds": tenant.token_lifetime_s,
+        "keyRotationIntervalSeconds": tenant.key_rotation_interval_s,
+    }
+
+
+def _tenant_show(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+    tenant = s.get(Tenant, c.tenant_id)
+    if tenant is None:
+        raise directory._not_found("the tenant no longer exists")
+    return _tenant_json(tenant)
+
+
+def _bounded_int(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise directory._bad(f"{key} must be a whole number of seconds from {low} to {high}")
+    return value
+
+
+def _tenant_update(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
+    unknown = set(body) - {"tokenLifetimeSeconds", "keyRotationIntervalSeconds"}
+    if unknown:
+        raise directory._bad(f"unknown settings: {', '.join(sorted(unknown))}")
+    lifetime = _bounded_int(body, "tokenLifetimeSeconds", 5, 86400)
+    interval = _bounded_int(body, "keyRotationIntervalSeconds", 2, 365 * 86400)
+    tenant = s.get(Tenant, c.tenant_id)
+    if tenant is None:
+        raise directory._not_found("the tenant no longer exists")
+    if lifetime is not None:
+        tenant.token_lifetime_s = lifetime
+    if interval is not None:
+        tenant.key_rotation_interval_s = interval
+    bump_generation(s)
+    return _tenant_json(tenant)
+
+
+def build_routes(authority: Authority) -> list[Route]:
+    api = AdminApi(authority)
+
+    def _keys_rotate(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
+        try:
+            kid = keys.rotate(s, authority.master, c.tenant_id)
+        except keys.RotationConflict as exc:
+            raise DirectoryError(409, "Conflict", f"{exc}; try again") from None
+        return {"activeKid": kid, "rotatedAt": time.time()}
+
+    def _audit_list(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+        q = r.query_params
+        try:
+            limit = min(int(q.get("limit", "100")), 1000)
+            since = float(q["since"]) if "since" in q else None
+        except ValueError:
+            raise directory._bad("limit and since must be numbers") from None
+        return {
+            "value": audit.query(
+                s,
+                tenant_id=c.tenant_id,
+                action=q.get("action"),
+                actor=q.get("actor"),
+                result=q.get("result"),
+                since=since,
+                limit=limit,
+            )
+        }
+
+    p = "/admin/v1"
+    return [
+        api.route(
+            f"{p}/servicePrincipals", "POST", "directory.servicePrincipals.create", _sp_create
+        ),
+        api.route(f"{p}/servicePrincipals", "GET", "directory.servicePrincipals.list", _sp_list),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}", "GET", "directory.servicePrincipals.read", _sp_show
+        ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}",
+            "DELETE",
+            "directory.servicePrincipals.delete",
+            _sp_delete,
+        ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}/credentials",
+            "POST",
+            "directory.credentials.create",
+            _sp_add_credential,
+        ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}/federatedIdentityCredentials",
+            "POST",
+            "directory.federatedCredentials.create",
+            _fic_create,
+        ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}/federatedIdentityCredentials",
+            "GET",
+            "directory.federatedCredentials.list",
+            _fic_list,
+        ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}/federatedIdentityCredentials/{{name}}",
+            "DELETE",
+            "directory.federatedCredentials.delete",
+            _fic_delete,
+        ),
+        api.route(f"{p}/resourceApis", "GET", "directory.resourceApis.list", _apis),
+        api.route(f"{p}/users", "GET", "directory.users.list", _users),
+        api.route(f"{p}/groups", "POST", "directory.groups.create", _group_create),
+        api.route(f"{p}/groups", "GET", "directory.groups.list", _group_list),
+        api.route(
+            f"{p}/groups/{{id}}/members", "POST", "directory.groupMembers.create", _member_add
+        ),
+        api.route(f"{p}/groups/{{id}}/members", "GET", "directory.groupMembers.list", _member_list),
+        api.route(f"{p}/signingKeys", "GET", "authority.signingKeys.list", _keys_list),
+        api.route(f"{p}/signingKeys/rotate", "POST", "authority.signingKeys.rotate", _keys_rotate),
+        api.route(f"{p}/tenant", "GET", "authority.tenant.read", _tenant_show),
+        api.route(f"{p}/tenant", "PATCH", "authority.tenant.update", _tenant_update),
+        api.route(f"{p}/audit", "GET", "audit.events.list", _audit_list),
+    ]

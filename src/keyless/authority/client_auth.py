@@ -1,0 +1,269 @@
+"""Proving a client's identity at the token endpoint: a secret, a certificate assertion
+(RFC 7523, as MSAL builds it) or a federated token from an external issuer.
+
+Every failure raises an `OAuthError` whose description names the fault and the fix, never
+the secret or assertion the caller sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import jwt
+
+from keyless.authority import errors
+from keyless.authority.cache import CertificateInfo, ClientRecord
+from keyless.authority.errors import invalid_client
+from keyless.authority.federation import FederationError, IssuerKeys
+from keyless.authority.validation import SIGNATURE_ONLY
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CERTIFICATE_ALGORITHMS = ["RS256", "PS256"]
+FEDERATED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+LEEWAY_S = 300
+MAX_CERTIFICATE_ASSERTION_LIFETIME_S = 3600
+MAX_ASSERTION_BYTES = 16 * 1024
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    client: ClientRecord
+    method: str  # "client_secret" | "certificate" | "federated"
+    credential_id: str
+    replay_key: tuple[str, float] | None = None  # (jti, keep until)
+
+
+def check_secret(client: ClientRecord, secret: str, now: float) -> Authenticated:
+    presented = hash_secret(secret)
+    matched = None
+    # Compare against every secret, in constant time each, so timing says nothing about which.
+    for info in client.secrets:
+        if hmac.compare_digest(info.sha256, presented):
+            matched = info
+    if matched is None:
+        if not client.secrets:
+            raise invalid_client(
+                f"the application {client.app_id} has no client secret; authenticate with "
+                "its certificate or federated credential, or add a secret",
+                errors.INVALID_SECRET,
+            )
+        raise invalid_client(
+            f"the client secret presented for application {client.app_id} is not valid; "
+            "check that it is the value shown when the secret was created, not its ID",
+            errors.INVALID_SECRET,
+        )
+    if matched.expires_at <= now:
+        raise invalid_client(
+            f"the client secret {matched.key_id} of application {client.app_id} has expired; "
+            "create a new one (or better, switch to a certificate or federated credential)",
+            errors.EXPIRED_SECRET,
+        )
+    return Authenticated(client, "client_secret", matched.key_id)
+
+
+def _b64url_sha(data: bytes, algorithm: str) -> str:
+    digest = hashlib.new(algorithm, data).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def unverified_parts(assertion: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Header and claims before any check, to decide which key should verify them."""
+    if len(assertion) > MAX_ASSERTION_BYTES:
+        raise invalid_client("the client_assertion is larger than 16 KiB", errors.BAD_ASSERTION)
+    try:
+        header = jwt.get_unverified_header(assertion)
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        raise invalid_client(
+            "the client_assertion is not a signed JWT (three base64url parts)",
+            errors.BAD_ASSERTION,
+        ) from None
+    if not isinstance(claims, dict):
+        raise invalid_client(
+            "the client_assertion's payload is not a JSON object", errors.BAD_ASSERTION
+        )
+    return dict(header), claims
+
+
+def _find_certificate(client: ClientRecord, header: dict[str, object]) -> CertificateInfo:
+    # MSAL pads x5t with "=", which RFC 7515 base64url leaves out: compare without padding.
+    x5t, x5t_s256 = _unpadded(header.get("x5t")), _unpadded(header.get("x5t#S256"))
+    kid = header.get("kid")
+    for cert in client.certificates:
+        if (
+            (x5t_s256 is not None and x5t_s256 == cert.x5t_s256)
+            or (x5t is not None and x5t == cert.x5t)
+            or (isinstance(kid, str) and kid.upper() in (cert.key_id.upper(), _hex(cert.x5t)))
+        ):
+            return cert
+    raise invalid_client(
+        f"the client_assertion was signed by a key that is not registered on application "
+        f"{client.app_id} (matched by x5t, x5t#S256 or kid); upload the certificate with "
+        "`keyless ad sp credential reset --cert @cert.pem` or sign with a registered one",
+        errors.UNKNOWN_CERTIFICATE,
+    )
+
+
+def _unpadded(value: object) -> str | None:
+    return value.rstrip("=") if isinstance(value, str) else None
+
+
+def _hex(b64url: str) -> str:
+    padded = b64url + "=" * (-len(b64url) % 4)
+    return base64.urlsafe_b64decode(padded).hex().upper()
+
+
+def _check_times(claims: dict[str, object], now: float, max_lifetime: int | None) -> None:
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise invalid_client("the client_assertion has no numeric exp claim", errors.BAD_ASSERTION)
+    if exp + LEEWAY_S <= now:
+        raise invalid_client(
+            "the client_assertion has expired; create a fresh one for each request",
+            errors.ASSERTION_EXPIRED,
+        )
+    nbf = claims.get("nbf")
+    if nbf is not None:
+        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
+            raise invalid_client("the client_assertion's nbf is not a number", errors.BAD_ASSERTION)
+        if nbf - LEEWAY_S > now:
+            raise invalid_client(
+                "the client_assertion is not valid yet (nbf is in the future); check the "
+                "client machine's clock",
+                errors.ASSERTION_NOT_YET_VALID,
+            )
+    if max_lifetime is not None and exp > now + max_lifetime + LEEWAY_S:
+        raise invalid_client(
+            "the client_assertion is valid for more than an hour; assertions must be short-lived",
+            errors.BAD_ASSERTION,
+        )
+
+
+def check_certificate_assertion(
+    client: ClientRecord,
+    assertion: str,
+    header: dict[str, object],
+    claims: dict[str, object],
+    audiences: set[str],
+    now: float,
+) -> Authenticated:
+    alg = header.get("alg")
+    if alg not in CERTIFICATE_ALGORITHMS:
+        raise invalid_client(
+            f"the client_assertion uses alg {str(alg)[:16]!r}; certificate assertions must be "
+            "signed with RS256 or PS256",
+            errors.ASSERTION_SIGNATURE,
+        )
+    cert = _find_certificate(client, header)
+    if not cert.not_before - LEEWAY_S <= now <= cert.not_after + LEEWAY_S:
+        raise invalid_client(
+            f"the certificate {cert.key_id} registered on application {client.app_id} is "
+            "outside its validity period; register a current certificate",
+            errors.UNKNOWN_CERTIFICATE,
+        )
+    try:
+        # The algorithm list is fixed here, never taken from the token: an HS256 token "signed"
+        # with the public key, or alg none, fails before any key is used.
+        jwt.decode(
+            assertion,
+            cert.public_key,
+            algorithms=CERTIFICATE_ALGORITHMS,
+            options=SIGNATURE_ONLY,
+        )
+    except jwt.InvalidTokenError:
+        raise invalid_client(
+            "the client_assertion's signature does not verify with the registered certificate",
+            errors.ASSERTION_SIGNATURE,
+        ) from None
+    if claims.get("iss") != client.app_id or claims.get("sub") != client.app_id:
+        raise invalid_client(
+            "a certificate assertion's iss and sub must both be the client ID",
+            errors.BAD_ASSERTION,
+        )
+    _check_audience(claims, audiences)
+    _check_times(claims, now, MAX_CERTIFICATE_ASSERTION_LIFETIME_S)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 128:
+        raise invalid_client(
+            "the client_assertion has no jti (a unique ID of up to 128 characters), which "
+            "Keyless needs to refuse replays",
+            errors.BAD_ASSERTION,
+        )
+    exp = float(claims["exp"])  # type: ignore[arg-type]
+    return Authenticated(client, "certificate", cert.key_id, (jti, exp + LEEWAY_S))
+
+
+def _check_audience(claims: dict[str, object], audiences: set[str]) -> None:
+    aud = claims.get("aud")
+    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if not any(isinstance(v, str) and v.rstrip("/") in audiences for v in values):
+        raise invalid_client(
+            "the client_assertion's aud is not this tenant's token endpoint; set aud to the "
+            "token_endpoint of the discovery document",
+            errors.ASSERTION_AUDIENCE,
+        )
+
+
+def check_federated_assertion(
+    client: ClientRecord,
+    assertion: str,
+    header: dict[str, object],
+    claims: dict[str, object],
+    issuer_keys: IssuerKeys,
+    now: float,
+) -> Authenticated:
+    issuer, subject = claims.get("iss"), claims.get("sub")
+    candidates = [f for f in client.federated if f.issuer == issuer and f.subject == subject]
+    if not candidates:
+        raise invalid_client(
+            f"no federated identity credential on application {client.app_id} matches the "
+            "presented token's issuer and subject; compare them with `keyless ad app "
+            "federated-credential list` (both must match exactly)",
+            errors.FEDERATION_NO_MATCH,
+        )
+    aud = claims.get("aud")
+    token_audiences = (
+        {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+    )
+    matched = next((f for f in candidates if token_audiences & set(f.audiences)), None)
+    if matched is None:
+        raise invalid_client(
+            "the federated token's aud is not among the audiences of the matching federated "
+            "identity credential (default api://AzureADTokenExchange)",
+            errors.ASSERTION_AUDIENCE,
+        )
+    if header.get("alg") not in FEDERATED_ALGORITHMS:
+        raise invalid_client(
+            "the federated token is not signed with an asymmetric algorithm Keyless accepts",
+            errors.ASSERTION_SIGNATURE,
+        )
+    kid = header.get("kid")
+    try:
+        keys = issuer_keys.keys_for(str(issuer), kid if isinstance(kid, str) else None)
+    except FederationError as exc:
+        raise invalid_client(
+            f"could not get the signing keys of the federated issuer: {exc}",
+            errors.FEDERATION_UNREACHABLE,
+        ) from None
+    key = next((k for k in keys.keys if kid is None or k.key_id == kid), None)
+    if key is None:
+        raise invalid_client(
+            "the federated token was signed by a key its issuer does not publish",
+            errors.ASSERTION_SIGNATURE,
+        )
+    try:
+        jwt.decode(assertion, key, algorithms=FEDERATED_ALGORITHMS, options=SIGNATURE_ONLY)
+    except jwt.InvalidTokenError:
+        raise invalid_client(
+            "the federated token's signature does not verify with its issuer's published keys",
+            errors.ASSERTION_SIGNATURE,
+        ) from None
+    _check_times(claims, now, None)
+    return Authenticated(client, "federated", matched.name)

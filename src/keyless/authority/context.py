@@ -1,0 +1,43 @@
+"""The authority as one server process sees it: its store, master key, public URL and caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from keyless.authority.cache import AuthorityCache
+from keyless.authority.federation import IssuerKeys
+from keyless.authority.masterkey import MasterKey
+
+
+@dataclass
+class Authority:
+    engine: Engine
+    master: MasterKey
+    endpoint: str  # public base URL, e.g. https://localhost:8443; never taken from Host headers
+    cache: AuthorityCache
+    issuer_keys: IssuerKeys
+
+    @classmethod
+    def create(
+        cls, engine: Engine, master: MasterKey, endpoint: str, extra_ca_files: list[Path]
+    ) -> Authority:
+        return cls(
+            engine=engine,
+            master=master,
+            endpoint=endpoint.rstrip("/"),
+            cache=AuthorityCache(engine, master),
+            issuer_keys=IssuerKeys(extra_ca_files),
+        )
+
+    def issuer(self, tenant_id: str) -> str:
+        return f"{self.endpoint}/{tenant_id}/v2.0"
+
+    def token_endpoint(self, tenant_id: str) -> str:
+        return f"{self.endpoint}/{tenant_id}/oauth2/v2.0/token"
+
+    def assertion_audiences(self, tenant_id: str) -> set[str]:
+        """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths)."""
+        return {self.token_endpoint(tenant_id), f"{self.endpoint}/{tenant_id}/oauth2/token"}

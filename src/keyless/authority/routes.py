@@ -1,0 +1,153 @@
+"""The OAuth 2.0 / OpenID Connect routes, on Entra ID's paths (DESIGN.md compatibility contract)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.authority import errors
+from keyless.authority.context import Authority
+from keyless.authority.errors import OAuthError, invalid_request
+from keyless.authority.token_endpoint import TokenEndpoint, TokenRequest, parse_basic_auth
+from keyless.server.body import BodyTooLarge, read_limited
+
+MAX_TOKEN_BODY = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _error(exc: OAuthError, trace_id: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse(exc.body(trace_id), status_code=status or exc.status, headers=_NO_STORE)
+
+
+def _tenant_error(authority: Authority, tenant_id: str, trace_id: str) -> JSONResponse | None:
+    if tenant_id in authority.cache.current().tenants:
+        return None
+    exc = invalid_request(
+        f"tenant {tenant_id[:64]!r} was not found; check the tenant ID (`keyless env` prints it)",
+        errors.TENANT_NOT_FOUND,
+    )
+    return _error(exc, trace_id)
+
+
+def discovery_document(authority: Authority, tenant_id: str) -> dict[str, Any]:
+    base = f"{authority.endpoint}/{tenant_id}"
+    return {
+        "issuer": authority.issuer(tenant_id),
+        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+        "token_endpoint": authority.token_endpoint(tenant_id),
+        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+        "jwks_uri": f"{base}/discovery/v2.0/keys",
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_post",
+            "client_secret_basic",
+            "private_key_jwt",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256"],
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": ["openid", "profile", "offline_access"],
+        "claims_supported": [
+            "aud",
+            "iss",
+            "iat",
+            "nbf",
+            "exp",
+            "sub",
+            "oid",
+            "tid",
+            "appid",
+            "azp",
+            "idtyp",
+            "roles",
+            "groups",
+            "xms_mirid",
+        ],
+        "tenant_region_scope": None,
+        "cloud_instance_name": "keyless",
+    }
+
+
+def build_routes(authority: Authority) -> list[Route]:
+    endpoint = TokenEndpoint(authority)
+
+    async def openid_configuration(request: Request) -> Response:
+        tenant_id = request.path_params["tenant"]
+        trace_id = str(uuid.uuid4())
+        failure = await run_in_threadpool(_tenant_error, authority, tenant_id, trace_id)
+        if failure is not None:
+            return failure
+        return JSONResponse(discovery_document(authority, tenant_id))
+
+    async def jwks(request: Request) -> Response:
+        tenant_id = request.path_params["tenant"]
+        trace_id = str(uuid.uuid4())
+
+        def load() -> Response:
+            failure = _tenant_error(authority, tenant_id, trace_id)
+            if failure is not None:
+                return failure
+            snapshot = authority.cache.current()
+            # Short cache: relying parties see a new `next` key within minutes of a rotation.
+            return JSONResponse(
+                authority.cache.jwks(snapshot, tenant_id),
+                headers={"Cache-Control": "public, max-age=300"},
+            )
+
+        return await run_in_threadpool(load)
+
+    async def token(request: Request) -> Response:
+        trace_id = str(uuid.uuid4())
+        try:
+            body = await read_limited(request, MAX_TOKEN_BODY)
+        except BodyTooLarge as exc:
+            return _error(invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413)
+        try:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if content_type != "application/x-www-form-urlencoded":
+                raise invalid_request(
+                    "the token request must be form-encoded "
+                    "(Content-Type: application/x-www-form-urlencoded)"
+                )
+            try:
+                pairs = parse_qsl(
+                    body.decode(),
+                    keep_blank_values=True,
+                    strict_parsing=bool(body),
+                    max_num_fields=32,
+                )
+            except (ValueError, UnicodeDecodeError):
+                raise invalid_request("the form body is not valid URL-encoded UTF-8") from None
+            form: dict[str, str] = {}
+            for key, value in pairs:
+                if key in form:
+                    raise invalid_request(f"the form field {key[:40]!r} appears more than once")
+                form[key] = value
+            token_request = TokenRequest(
+                tenant_id=request.path_params["tenant"],
+                form=form,
+                basic_auth=parse_basic_auth(request.headers.get("authorization")),
+                trace_id=trace_id,
+                client_ip=request.client.host if request.client else "",
+            )
+        except OAuthError as exc:
+            return _error(exc, trace_id)
+        try:
+            result = await run_in_threadpool(endpoint.handle, token_request)
+        except OAuthError as exc:
+            return _error(exc, trace_id)
+        return JSONResponse(result, headers=_NO_STORE)
+
+    return [
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
+        Route("/{tenant}/.well-known/openid-configuration", openid_configuration),
+        Route("/{tenant}/discovery/v2.0/keys", jwks),
+        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+    ]

@@ -1,0 +1,91 @@
+"""Checking Keyless access tokens inside the server (management API, later every service).
+
+Keys come from the same cached JWKS the authority publishes, so a check costs one signature
+verification and no store round trip beyond the generation read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from keyless.authority.context import Authority
+
+LEEWAY_S = 60
+# Times, audience and issuer are checked here rather than by PyJWT, to say which one is wrong.
+SIGNATURE_ONLY: jwt.types.Options = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+}
+
+
+class InvalidToken(Exception):
+    """The bearer token is not acceptable; the message says why without repeating it."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    tenant_id: str
+    object_id: str
+    app_id: str
+    idtyp: str
+    raw: dict[str, Any]
+
+
+def validate_access_token(authority: Authority, token: str, resource_name: str) -> TokenClaims:
+    if len(token) > 16 * 1024:
+        raise InvalidToken("the bearer token is larger than 16 KiB")
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        raise InvalidToken("the bearer token is not a JWT") from None
+    if not isinstance(unverified.get("tid"), str):
+        raise InvalidToken("the bearer token has no tenant (tid) claim")
+    tenant_id = unverified["tid"]
+    snapshot = authority.cache.current()
+    if tenant_id not in snapshot.tenants:
+        raise InvalidToken("the bearer token names a tenant this server does not know")
+    resource = next(
+        (r for r in snapshot.resources.get(tenant_id, {}).values() if r.name == resource_name),
+        None,
+    )
+    if resource is None:
+        raise InvalidToken(f"the tenant has no {resource_name} resource API")
+    keyset = authority.cache.keyset(snapshot, tenant_id)
+    kid = header.get("kid")
+    key = next((k for k in keyset.keys if k.key_id == kid), None)
+    if key is None:
+        raise InvalidToken("the bearer token was signed by a key this tenant does not publish")
+    try:
+        claims = jwt.decode(token, key, algorithms=["RS256"], options=SIGNATURE_ONLY)
+    except jwt.InvalidTokenError:
+        raise InvalidToken(
+            "the bearer token's signature does not verify with this tenant's keys"
+        ) from None
+    now = time.time()
+    if claims.get("iss") != authority.issuer(tenant_id):
+        raise InvalidToken("the bearer token was issued by another authority")
+    if claims.get("aud") != resource.audience:
+        raise InvalidToken(
+            f"the bearer token is for {str(claims.get('aud'))[:100]!r}, not {resource.audience}; "
+            f"request a token for {resource.audience}/.default"
+        )
+    if not isinstance(claims.get("exp"), int) or claims["exp"] + LEEWAY_S < now:
+        raise InvalidToken("the bearer token has expired; sign in again (`keyless login`)")
+    if isinstance(claims.get("nbf"), int) and claims["nbf"] - LEEWAY_S > now:
+        raise InvalidToken("the bearer token is not valid yet")
+    return TokenClaims(
+        tenant_id=tenant_id,
+        object_id=str(claims.get("oid", "")),
+        app_id=str(claims.get("appid", "")),
+        idtyp=str(claims.get("idtyp", "")),
+        raw=claims,
+    )

@@ -1,0 +1,1 @@
+"""The `keyless` command, shaped after the `az` CLI."""

@@ -1,0 +1,187 @@
+"""`keyless`: set up, run and administer a Keyless server."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyless.authority.config import DataDir, ServerConfig, default_data_dir
+from keyless.cli import ad, admin
+from keyless.cli.options import DataDirOption, OutputOption
+from keyless.cli.output import emit, fail, note
+from keyless.cli.session import CliError, endpoint_for, forget_token, local_login, save_token
+
+app = typer.Typer(
+    name="keyless",
+    help="Passwordless connections: identities, short-lived tokens, and the services that check "
+    "them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(ad.app, name="ad")
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(admin.tenant_app, name="tenant")
+app.add_typer(admin.audit_app, name="audit")
+
+
+@app.command()
+def init(
+    data_dir: DataDirOption = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KEYLESS_STORE_URL",
+            help="PostgreSQL URL; default: SQLite in the data directory.",
+        ),
+    ] = None,
+    tls_name: Annotated[
+        list[str] | None, typer.Option(help="Extra DNS name or IP for the server certificate.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTPS port the server will use.")] = None,
+) -> None:
+    """Create the data directory, keys, local CA, default tenant and its first administrator."""
+    from keyless.authority.bootstrap import initialise
+    from keyless.store import StoreUrlError
+
+    os.umask(0o077)  # the store, keys and config are the user's alone
+    try:
+        report = initialise(data_dir or default_data_dir(), store_url, tls_name or [], port)
+    except (StoreUrlError, NotADirectoryError) as exc:
+        fail(str(exc))
+    if report.changed:
+        for line in report.created:
+            note(f"created  {line}")
+    else:
+        note(f"nothing to do: {report.data_dir} is already initialised")
+    emit(
+        {
+            "dataDir": str(report.data_dir),
+            "tenant": report.tenant_id,
+            "subscription": report.subscription_id,
+            "administrator": report.admin,
+            "changed": report.changed,
+        }
+    )
+
+
+@app.command()
+def serve(
+    data_dir: DataDirOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTPS port.")] = None,
+    store_url: Annotated[str | None, typer.Option(envvar="KEYLESS_STORE_URL")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+    federation_ca: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra CA file to trust when fetching federated issuers' keys."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the HTTPS server (token service, discovery, admin API) and the local sign-in socket."""
+    from keyless.server.run import ServeError, ServeOptions
+    from keyless.server.run import serve as run_server
+    from keyless.store import StoreUrlError
+
+    os.umask(0o077)
+    options = ServeOptions(
+        data_dir=data_dir or default_data_dir(),
+        host=host,
+        port=port,
+        store_url=store_url,
+        workers=workers,
+        federation_ca=federation_ca or [],
+        log_level=log_level,
+    )
+    try:
+        run_server(options)
+    except (ServeError, StoreUrlError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def env(data_dir: DataDirOption = None) -> None:
+    """Print shell exports for this Keyless: `eval "$(keyless env)"`."""
+    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
+    if not paths.config.exists():
+        fail(f"{paths.root} is not initialised; run `keyless init` first")
+    endpoint = endpoint_for(paths)
+    tenant = _default_tenant(paths)
+    ca = str(paths.ca_cert)
+    exports = {
+        "KEYLESS_DATA_DIR": str(paths.root),
+        "KEYLESS_ENDPOINT": endpoint,
+        "AZURE_AUTHORITY_HOST": endpoint,
+        "AZURE_TENANT_ID": tenant,
+        "REQUESTS_CA_BUNDLE": ca,
+        "SSL_CERT_FILE": ca,
+    }
+    for name, value in exports.items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def _default_tenant(paths: DataDir) -> str:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from keyless.store import open_engine
+    from keyless.store.models import Tenant
+
+    engine = open_engine(ServerConfig.load_or_default(paths).effective_store_url(paths))
+    try:
+        with Session(engine) as session:
+            tenant = session.scalars(select(Tenant.id).where(Tenant.is_default)).first()
+    finally:
+        engine.dispose()
+    if tenant is None:
+        fail("the store has no default tenant; run `keyless init`")
+    return tenant
+
+
+@app.command()
+def login(
+    data_dir: DataDirOption = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant to sign in to.")] = None,
+    output: OutputOption = "json",
+) -> None:
+    """Sign in as your OS user, with no password (over the server's local socket)."""
+    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
+    try:
+        token = local_login(paths, tenant)
+    except CliError as exc:
+        fail(str(exc))
+    save_token(paths, token)
+    emit(
+        [
+            {
+                "cloudName": "Keyless",
+                "homeTenantId": token["tenant"],
+                "tenantId": token["tenant"],
+                "id": token.get("subscription"),
+                "isDefault": True,
+                "state": "Enabled",
+                "user": token["user"],
+                "endpoint": token.get("endpoint"),
+            }
+        ],
+        output,
+    )
+
+
+@app.command()
+def logout(data_dir: DataDirOption = None) -> None:
+    """Forget the cached sign-in."""
+    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
+    note("signed out" if forget_token(paths) else "you were not signed in")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Printing results: JSON by default (as `az`), a Rich table with `--output table`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+_err = Console(stderr=True, highlight=False)
+
+
+def emit(data: Any, output: str = "json", columns: list[str] | None = None) -> None:
+    if output == "table":
+        rows = data if isinstance(data, list) else [data]
+        keys = columns or (list(rows[0].keys()) if rows and isinstance(rows[0], dict) else [])
+        table = Table(*keys)
+        for row in rows:
+            table.add_row(*(_cell(row.get(k)) for k in keys))
+        Console().print(table)
+        return
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def note(message: str) -> None:
+    _err.print(message)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {message}", markup=True)
+    raise SystemExit(code)

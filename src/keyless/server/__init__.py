@@ -1,0 +1,1 @@
+"""Composing the parts into one HTTPS server (`keyless serve`)."""

@@ -1,0 +1,79 @@
+"""The ASGI application: every part's routes behind one HTTPS listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.authority import admin_api, routes
+from keyless.authority.config import DataDir
+from keyless.authority.context import Authority
+from keyless.authority.masterkey import MasterKey
+from keyless.server.maintenance import maintenance_loop
+from keyless.store import open_engine
+
+
+def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(maintenance_loop(authority)) if run_maintenance else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            authority.issuer_keys.close()
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "endpoint": authority.endpoint})
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": {"code": "NotFound", "message": "no such route on this Keyless server"}},
+            status_code=404,
+        )
+
+    async def not_allowed(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "MethodNotAllowed",
+                    "message": "this route does not take that HTTP method",
+                }
+            },
+            status_code=405,
+        )
+
+    return Starlette(
+        routes=[
+            Route("/healthz", health),
+            *routes.build_routes(authority),
+            *admin_api.build_routes(authority),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_allowed},
+    )
+
+
+def authority_from_env() -> Authority:
+    """Build the authority from the variables `keyless serve` sets before starting workers."""
+    paths = DataDir(Path(os.environ["KEYLESS_DATA_DIR"]))
+    engine = open_engine(os.environ["KEYLESS_SERVE_STORE_URL"])
+    ca_files = [Path(p) for p in os.environ.get("KEYLESS_FEDERATION_CA", "").split(os.pathsep) if p]
+    return Authority.create(
+        engine, MasterKey.load(paths.master_key), os.environ["KEYLESS_SERVE_ENDPOINT"], ca_files
+    )
+
+
+def create_app_from_env() -> Starlette:
+    return create_app(authority_from_env())

@@ -1,0 +1,175 @@
+"""`keyless serve`: HTTPS on TCP for everything, plus the local sign-in socket.
+
+The store is migrated and checked before the port opens, so a misconfigured server fails at
+start with a message, not at the first request. With `--workers N` the TCP socket is shared by
+N processes; the sign-in socket stays in the supervising process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyless.authority.config import DataDir, ServerConfig
+from keyless.authority.local_login import serve_login_socket
+from keyless.authority.masterkey import MasterKey
+from keyless.authority.tls import (
+    TlsFiles,
+    issue_server_certificate,
+    server_certificate_names,
+    server_certificate_needs_renewal,
+    server_key_password,
+)
+from keyless.server.app import authority_from_env, create_app
+from keyless.store import open_engine, upgrade
+from keyless.store.models import Tenant
+
+
+class ServeError(RuntimeError):
+    """The server cannot start; the message says what to do."""
+
+
+@dataclass
+class ServeOptions:
+    data_dir: Path
+    host: str | None = None
+    port: int | None = None
+    store_url: str | None = None
+    workers: int = 1
+    federation_ca: list[Path] | None = None
+    log_level: str = "warning"
+
+
+def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
+    paths = DataDir(options.data_dir.expanduser().resolve())
+    if not paths.master_key.exists():
+        raise ServeError(f"{paths.root} is not a Keyless data directory; run `keyless init` first")
+    config = ServerConfig.load_or_default(paths)
+    master = MasterKey.load(paths.master_key)
+    store_url = options.store_url or config.effective_store_url(paths)
+    engine = open_engine(store_url)
+    try:
+        upgrade(engine)
+        with Session(engine) as session:
+            if session.scalars(select(Tenant.id)).first() is None:
+                raise ServeError(
+                    "the store has no tenant; run `keyless init` with the same --store-url"
+                )
+    finally:
+        engine.dispose()
+    tls = TlsFiles.in_dir(paths.root)
+    if server_certificate_needs_renewal(tls, config.tls_names):
+        names = list(dict.fromkeys([*server_certificate_names(tls), *config.tls_names]))
+        issue_server_certificate(tls, master, names)
+    port = options.port if options.port is not None else config.port
+    endpoint = config.endpoint(port)
+    return paths, config, store_url, endpoint
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? "
+            "Pick another port with --port"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_settings(paths: DataDir, master: MasterKey, options: ServeOptions) -> dict[str, Any]:
+    tls = TlsFiles.in_dir(paths.root)
+    return {
+        "ssl_certfile": str(tls.server_cert),
+        "ssl_keyfile": str(tls.server_key),
+        "ssl_keyfile_password": server_key_password(master),
+        "log_level": options.log_level,
+        "access_log": False,
+        "http": "httptools",
+        "loop": "uvloop",
+        "timeout_keep_alive": 30,
+        "server_header": False,
+    }
+
+
+def serve(options: ServeOptions) -> None:
+    paths, config, store_url, endpoint = _prepare(options)
+    host = options.host or config.host
+    port = options.port if options.port is not None else config.port
+    os.environ["KEYLESS_DATA_DIR"] = str(paths.root)
+    os.environ["KEYLESS_SERVE_STORE_URL"] = store_url
+    os.environ["KEYLESS_SERVE_ENDPOINT"] = endpoint
+    os.environ["KEYLESS_FEDERATION_CA"] = os.pathsep.join(
+        str(p) for p in options.federation_ca or []
+    )
+    settings = _uvicorn_settings(paths, MasterKey.load(paths.master_key), options)
+    sock = _bind(host, port)
+    state = {"endpoint": endpoint, "pid": os.getpid(), "host": host, "port": port}
+    paths.server_state.write_text(json.dumps(state) + "\n")
+    try:
+        if options.workers > 1:
+            sock.close()  # uvicorn binds it again for its workers; we only checked it is free
+            _serve_workers(settings, host, port, options.workers, paths)
+        else:
+            asyncio.run(_serve_single(settings, sock, paths))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            paths.server_state.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            paths.login_socket.unlink()
+        sock.close()
+
+
+async def _serve_single(settings: dict[str, Any], sock: socket.socket, paths: DataDir) -> None:
+    authority = authority_from_env()
+    login = await serve_login_socket(authority, paths.login_socket)
+    try:
+        config = uvicorn.Config(create_app(authority), **settings)
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        login.close()
+
+
+def _serve_workers(
+    settings: dict[str, Any], host: str, port: int, workers: int, paths: DataDir
+) -> None:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def login_thread() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve_login_socket(authority_from_env(), paths.login_socket))
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=login_thread, name="keyless-login", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        uvicorn.run(
+            "keyless.server.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            **settings,
+        )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)

@@ -1,0 +1,32 @@
+"""The directory generation: one integer that every cache in every server process watches.
+
+Any write that could change who gets a token (directory, credentials, keys, tenants) bumps it
+in the same transaction. A process compares it with the value its caches were built at, and
+rebuilds them when it moved, so replicas sharing a store never serve from stale caches.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.orm import Session
+
+from keyless.store.models import StoreState
+
+GENERATION = "directory_generation"
+
+
+def bump_generation(session: Session) -> None:
+    result = session.execute(
+        update(StoreState).where(StoreState.name == GENERATION).values(value=StoreState.value + 1)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(StoreState(name=GENERATION, value=1))
+        session.flush()
+
+
+_SELECT = select(StoreState.value).where(StoreState.name == GENERATION)
+
+
+def read_generation(connection: Connection) -> int:
+    value = connection.execute(_SELECT).scalar()
+    return int(value or 0)

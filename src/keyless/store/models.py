@@ -1,0 +1,216 @@
+"""The store's tables, as SQLAlchemy 2 typed models.
+
+Every table carries the tenant it belongs to, so no query can wander across tenants by accident.
+Times are UTC epoch seconds (floats), as on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class StoreState(Base):
+    """One row per name. `directory_generation` is bumped by every directory or key write,
+    so every server process (and every replica sharing the store) knows when its caches
+    went stale by reading one integer."""
+
+    __tablename__ = "store_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_lifetime_s: Mapped[int] = mapped_column(Integer, default=3600)
+    key_rotation_interval_s: Mapped[int] = mapped_column(Integer, default=30 * 86400)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    __tablename__ = "users"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_principal_name: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(256))
+    os_uid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_tenant_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "user_principal_name"),
+        UniqueConstraint("tenant_id", "os_uid"),
+    )
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("tenant_id", "display_name"),)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.object_id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_type: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    __table_args__ = (Index("ix_group_members_member", "member_id"),)
+
+
+class Application(Base):
+    """An application registration: the thing credentials belong to (as in Entra)."""
+
+    __tablename__ = "applications"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ServicePrincipal(Base):
+    """The identity that signs in: an application's, or a managed identity's (no application
+    object; `resource_id` is its `xms_mirid`)."""
+
+    __tablename__ = "service_principals"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(32))  # "Application" | "ManagedIdentity"
+    resource_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_sp_tenant_name", "tenant_id", "display_name"),)
+
+
+class CertificateCredential(Base):
+    __tablename__ = "certificate_credentials"
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(String(36), index=True)
+    thumbprint_sha1: Mapped[str] = mapped_column(String(64))
+    thumbprint_sha256: Mapped[str] = mapped_column(String(64))
+    certificate_der: Mapped[bytes] = mapped_column(LargeBinary)
+    display_name: Mapped[str] = mapped_column(String(256))
+    not_before: Mapped[float] = mapped_column(Float)
+    not_after: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ClientSecret(Base):
+    """Only a SHA-256 of the secret is kept: the secret is 256 random bits, so a fast hash is
+    as strong as a slow one, and costs microseconds per request."""
+
+    __tablename__ = "client_secrets"
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(String(36), index=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hint: Mapped[str] = mapped_column(String(8))
+    display_name: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class FederatedCredential(Base):
+    __tablename__ = "federated_credentials"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    issuer: Mapped[str] = mapped_column(String(2048))
+    subject: Mapped[str] = mapped_column(String(2048))
+    audiences: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(600), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("app_id", "name"),)
+
+
+class ResourceApi(Base):
+    """An audience tokens can be issued for. `identifier_uris[0]` is the canonical `aud`;
+    the others (Azure's names) are aliases that resolve to it."""
+
+    __tablename__ = "resource_apis"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    identifier_uris: Mapped[list[str]] = mapped_column(JSON)
+    built_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class SigningKey(Base):
+    """A tenant's RS256 key. Lifecycle: next (published, not signing) -> active (signing) ->
+    retired (published until `published_until`) -> expired (private part erased)."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    activated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    published_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_signing_keys_tenant_status", "tenant_id", "status"),)
+
+
+class UsedAssertion(Base):
+    """Client assertion IDs seen, kept until the assertion would have expired anyway, so a
+    replay is refused by every process sharing the store (the primary key does the work)."""
+
+    __tablename__ = "used_assertions"
+    client_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AuditEvent(Base):
+    """Who did what to what, and how it ended. Never a token, secret or assertion."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(1024))
+    result: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    trace_id: Mapped[str] = mapped_column(String(36))
