@@ -81,11 +81,19 @@ class RotationConflict(RuntimeError):
     """Another process rotated the same tenant's keys at the same moment; nothing was changed."""
 
 
-def rotate(session: Session, master: MasterKey, tenant_id: str, now: float | None = None) -> str:
+def rotate(
+    session: Session,
+    master: MasterKey,
+    tenant_id: str,
+    now: float | None = None,
+    expected_active: str | None = None,
+) -> str:
     """Promote `next`, retire `active`, publish a new `next`; returns the new active kid.
 
     The status updates are conditional on the states we read, so two processes (or replicas)
     rotating at once cannot both succeed: the loser's transaction is rolled back untouched.
+    `expected_active` is the key a scheduled rotation found due: if another process rotated
+    since, rotating again would promote a key published a moment ago, so it is refused.
     """
     now = time.time() if now is None else now
     tenant = session.get(Tenant, tenant_id)
@@ -98,6 +106,8 @@ def rotate(session: Session, master: MasterKey, tenant_id: str, now: float | Non
     ).all()
     active = next((k for k in keys if k.status == "active"), None)
     upcoming = next((k for k in keys if k.status == "next"), None)
+    if expected_active is not None and (active is None or active.kid != expected_active):
+        raise RotationConflict("another process rotated this tenant's keys first")
     if upcoming is None:
         upcoming = _generate(master, tenant_id, "next", now)
         session.add(upcoming)
@@ -126,16 +136,15 @@ def rotate(session: Session, master: MasterKey, tenant_id: str, now: float | Non
     return upcoming.kid
 
 
-def rotation_due(session: Session, tenant_id: str, now: float) -> bool:
+def due_for_rotation(session: Session, tenant_id: str, now: float) -> str | None:
+    """The kid of the tenant's active key if its rotation is due, else None."""
     tenant = session.get(Tenant, tenant_id)
     active = session.scalars(
         select(SigningKey).where(SigningKey.tenant_id == tenant_id, SigningKey.status == "active")
     ).first()
-    if tenant is None:
-        return False
-    if active is None or active.activated_at is None:
-        return True
-    return active.activated_at + tenant.key_rotation_interval_s <= now
+    if tenant is None or active is None or active.activated_at is None:
+        return None
+    return active.kid if active.activated_at + tenant.key_rotation_interval_s <= now else None
 
 
 def expire_retired(session: Session, now: float) -> int:

@@ -31,8 +31,13 @@ def run_once(authority: Authority, now: float | None = None) -> list[str]:
         with Session(authority.engine) as session:
             try:
                 with session.begin():
-                    if keys.rotation_due(session, tenant_id, now):
-                        rotated.append(keys.rotate(session, authority.master, tenant_id, now))
+                    due = keys.due_for_rotation(session, tenant_id, now)
+                    if due is not None:
+                        rotated.append(
+                            keys.rotate(
+                                session, authority.master, tenant_id, now, expected_active=due
+                            )
+                        )
             except keys.RotationConflict:
                 pass  # another process rotated it first: exactly what we wanted
     with Session(authority.engine) as session, session.begin():

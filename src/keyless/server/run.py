@@ -22,8 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyless.authority.config import DataDir, ServerConfig
+from keyless.authority.keys import load_signer
 from keyless.authority.local_login import serve_login_socket
-from keyless.authority.masterkey import MasterKey
+from keyless.authority.masterkey import MasterKey, MasterKeyError
 from keyless.authority.tls import (
     TlsFiles,
     issue_server_certificate,
@@ -33,7 +34,7 @@ from keyless.authority.tls import (
 )
 from keyless.server.app import authority_from_env, create_app
 from keyless.store import open_engine, upgrade
-from keyless.store.models import Tenant
+from keyless.store.models import SigningKey, Tenant
 
 
 class ServeError(RuntimeError):
@@ -66,6 +67,7 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
                 raise ServeError(
                     "the store has no tenant; run `keyless init` with the same --store-url"
                 )
+            _check_master_key(session, master)
     finally:
         engine.dispose()
     tls = TlsFiles.in_dir(paths.root)
@@ -75,6 +77,17 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
     port = options.port if options.port is not None else config.port
     endpoint = config.endpoint(port)
     return paths, config, store_url, endpoint
+
+
+def _check_master_key(session: Session, master: MasterKey) -> None:
+    """Open one signing key now, so a master key from another data directory fails at start."""
+    active = session.scalars(select(SigningKey).where(SigningKey.status == "active")).first()
+    if active is None:
+        return
+    try:
+        load_signer(master, active)
+    except MasterKeyError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:
