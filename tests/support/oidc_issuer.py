@@ -156,6 +156,7 @@ class OidcIssuer:
         self._published = [self._current]
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
         self.requests: list[str] = []  # paths served, to see when Keyless fetched
 
     @property
@@ -239,9 +240,12 @@ class OidcIssuer:
             http="h11",
         )
         self._server = uvicorn.Server(config)
-        sock = _bind_loopback(self.port)
+        self._sock = _bind_loopback(self.port)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="oidc-issuer", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name="oidc-issuer",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -252,14 +256,15 @@ class OidcIssuer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            self._server.force_exit = True
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
             self._thread.join(STOP_TIMEOUT_S)
-        self._server = self._thread = None
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(STOP_TIMEOUT_S)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
 
 
 def _bind_loopback(port: int) -> socket.socket:

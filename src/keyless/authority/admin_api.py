@@ -323,6 +323,16 @@ def _tenant_update(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]
     if tenant is None:
         raise directory._not_found("the tenant no longer exists")
     if lifetime is not None:
+        if lifetime < tenant.token_lifetime_s:
+            # Tokens the active key already signed keep the longer lifetime: record how long
+            # the key must stay in JWKS once it retires (keys.rotate honours it).
+            keep = time.time() + tenant.token_lifetime_s + keys.RETIREMENT_GRACE_S
+            for key in s.scalars(
+                select(SigningKey).where(
+                    SigningKey.tenant_id == tenant.id, SigningKey.status == "active"
+                )
+            ):
+                key.published_until = max(key.published_until or 0.0, keep)
         tenant.token_lifetime_s = lifetime
     if interval is not None:
         tenant.key_rotation_interval_s = interval

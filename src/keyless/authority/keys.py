@@ -119,7 +119,12 @@ def rotate(
             .values(
                 status="retired",
                 retired_at=now,
-                published_until=now + tenant.token_lifetime_s + RETIREMENT_GRACE_S,
+                # An earlier, longer token lifetime may have been recorded on the key (see
+                # admin_api._tenant_update): its tokens must stay verifiable until they expire.
+                published_until=max(
+                    now + tenant.token_lifetime_s + RETIREMENT_GRACE_S,
+                    active.published_until or 0.0,
+                ),
             )
         )
         if retired.rowcount != 1:  # type: ignore[attr-defined]

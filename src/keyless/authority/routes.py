@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,6 +20,7 @@ from keyless.server.body import BodyTooLarge, read_limited
 
 MAX_TOKEN_BODY = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _error(exc: OAuthError, trace_id: str, status: int | None = None) -> JSONResponse:
@@ -103,12 +105,24 @@ def build_routes(authority: Authority) -> list[Route]:
 
         return await run_in_threadpool(load)
 
+    async def refuse(
+        request: Request, exc: OAuthError, trace_id: str, status: int | None = None
+    ) -> Response:
+        """Every token request is audited, even one too malformed to say who sent it."""
+        client_ip = request.client.host if request.client else ""
+        await run_in_threadpool(
+            endpoint.record_refusal, request.path_params["tenant"], trace_id, client_ip, exc
+        )
+        return _error(exc, trace_id, status)
+
     async def token(request: Request) -> Response:
         trace_id = str(uuid.uuid4())
         try:
             body = await read_limited(request, MAX_TOKEN_BODY)
         except BodyTooLarge as exc:
-            return _error(invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413)
+            return await refuse(
+                request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
+            )
         try:
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type != "application/x-www-form-urlencoded":
@@ -117,11 +131,14 @@ def build_routes(authority: Authority) -> list[Route]:
                     "(Content-Type: application/x-www-form-urlencoded)"
                 )
             try:
+                if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as is
+                    raise ValueError("invalid percent-encoding")
                 pairs = parse_qsl(
                     body.decode(),
                     keep_blank_values=True,
                     strict_parsing=bool(body),
                     max_num_fields=32,
+                    errors="strict",  # "%ff" is not UTF-8: refuse it, do not replace it
                 )
             except (ValueError, UnicodeDecodeError):
                 raise invalid_request("the form body is not valid URL-encoded UTF-8") from None
@@ -138,11 +155,15 @@ def build_routes(authority: Authority) -> list[Route]:
                 client_ip=request.client.host if request.client else "",
             )
         except OAuthError as exc:
-            return _error(exc, trace_id)
+            return await refuse(request, exc, trace_id)
         try:
             result = await run_in_threadpool(endpoint.handle, token_request)
         except OAuthError as exc:
-            return _error(exc, trace_id)
+            response = _error(exc, trace_id)
+            if exc.status == 401 and token_request.basic_auth is not None:
+                # RFC 6749 5.2: answer a failed Basic authentication in its own scheme.
+                response.headers["WWW-Authenticate"] = 'Basic realm="keyless"'
+            return response
         return JSONResponse(result, headers=_NO_STORE)
 
     return [

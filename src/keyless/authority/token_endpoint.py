@@ -60,7 +60,10 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     client_id, sep, secret = decoded.partition(":")
     if not sep:
         raise invalid_request("the Basic Authorization header must hold client_id:client_secret")
-    return unquote_plus(client_id), unquote_plus(secret)
+    try:
+        return unquote_plus(client_id, errors="strict"), unquote_plus(secret, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_request("the Basic Authorization header is not URL-encoded UTF-8") from None
 
 
 def _resolve_scope(resources: dict[str, ResourceInfo], scope: str | None) -> ResourceInfo:
@@ -121,7 +124,12 @@ def _authenticate(
         header, claims = unverified_parts(assertion)
         if client is None:
             raise _unknown_client(client_id, request.tenant_id)
-        if claims.get("iss") == client_id and claims.get("sub") == client_id:
+        iss, sub = claims.get("iss"), claims.get("sub")
+        # iss or sub naming the client marks a certificate assertion (RFC 7523 wants both):
+        # unless a federated credential matches, report its faults as one, not as federation.
+        if client_id in (iss, sub) and not any(
+            f.issuer == iss and f.subject == sub for f in client.federated
+        ):
             return check_certificate_assertion(
                 client,
                 assertion,
@@ -192,12 +200,12 @@ class TokenEndpoint:
                     "(`keyless env` prints it)",
                     errors.TENANT_NOT_FOUND,
                 )
+            if not grant:  # a missing parameter is invalid_request (RFC 6749 5.2), as in Entra
+                raise invalid_request("the request has no grant_type; use client_credentials")
             if grant != "client_credentials":
                 raise OAuthError(
                     "unsupported_grant_type",
-                    "this endpoint supports grant_type=client_credentials"
-                    if grant
-                    else "the request has no grant_type; use client_credentials",
+                    "this endpoint supports grant_type=client_credentials",
                     errors.UNSUPPORTED_GRANT,
                 )
             client_id, secret = _client_id(request)
@@ -292,6 +300,23 @@ class TokenEndpoint:
                 reason=exc.code,
             )
             raise exc from None
+
+    def record_refusal(
+        self, tenant_id: str, trace_id: str, client_ip: str, error: OAuthError
+    ) -> None:
+        """Audit a request refused before it could be parsed: who sent it is not known."""
+        known = tenant_id in self._authority.cache.current().tenants
+        record = audit.AuditRecord(
+            actor="unknown",
+            action="token.issue",
+            target="",
+            result=error.error,
+            trace_id=trace_id,
+            tenant_id=tenant_id if known else None,
+            details={"errorCode": error.code, "clientIp": client_ip, "tenantPath": tenant_id[:64]},
+        )
+        with self._authority.engine.begin() as connection:
+            audit.write(connection, record)
 
     def _audit(
         self,

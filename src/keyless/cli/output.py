@@ -19,7 +19,8 @@ def emit(data: Any, output: str = "json", columns: list[str] | None = None) -> N
         table = Table(*keys)
         for row in rows:
             table.add_row(*(_cell(row.get(k)) for k in keys))
-        Console().print(table)
+        # Piped or redirected, there is no width to fit: never cut IDs short with "…".
+        (Console() if sys.stdout.isatty() else Console(width=100_000)).print(table)
         return
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 

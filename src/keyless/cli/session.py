@@ -29,9 +29,22 @@ def endpoint_for(paths: DataDir) -> str:
     explicit = os.environ.get("KEYLESS_ENDPOINT")
     if explicit:
         return explicit.rstrip("/")
-    if paths.server_state.exists():
-        return str(json.loads(paths.server_state.read_text())["endpoint"])
+    state = _running_server(paths)
+    if state is not None:
+        return str(state["endpoint"])
     return ServerConfig.load_or_default(paths).endpoint()
+
+
+def _running_server(paths: DataDir) -> dict[str, Any] | None:
+    """server.json, if the process that wrote it is still alive (a killed server leaves it)."""
+    try:
+        state = json.loads(paths.server_state.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass  # alive, run by another user
+    return state if isinstance(state, dict) else None
 
 
 def local_login(paths: DataDir, tenant: str | None = None) -> dict[str, Any]:

@@ -118,6 +118,9 @@ def _uvicorn_settings(paths: DataDir, master: MasterKey, options: ServeOptions) 
         "http": "httptools",
         "loop": "uvloop",
         "timeout_keep_alive": 30,
+        # Closing an idle keep-alive TLS connection waits for the client's close_notify (up to
+        # 30 s in uvloop); clients that pool connections never send it, so bound the stop.
+        "timeout_graceful_shutdown": 10,
         "server_header": False,
     }
 
@@ -143,11 +146,27 @@ def serve(options: ServeOptions) -> None:
         else:
             asyncio.run(_serve_single(settings, sock, paths))
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            paths.server_state.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            paths.login_socket.unlink()
+        _remove_runtime_files(paths)
         sock.close()
+
+
+def _remove_runtime_files(paths: DataDir) -> None:
+    for path in (paths.server_state, paths.login_socket):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which ends the process before
+    any `finally` runs; so the runtime files are removed as part of the shutdown itself."""
+
+    def __init__(self, config: uvicorn.Config, paths: DataDir) -> None:
+        super().__init__(config)
+        self._paths = paths
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        _remove_runtime_files(self._paths)
 
 
 async def _serve_single(settings: dict[str, Any], sock: socket.socket, paths: DataDir) -> None:
@@ -155,7 +174,7 @@ async def _serve_single(settings: dict[str, Any], sock: socket.socket, paths: Da
     login = await serve_login_socket(authority, paths.login_socket)
     try:
         config = uvicorn.Config(create_app(authority), **settings)
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await _Server(config, paths).serve(sockets=[sock])
     finally:
         login.close()
 
