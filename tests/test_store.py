@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from keyless.authority import keys
 from keyless.authority.masterkey import MasterKey
-from keyless.store import StoreUrlError, open_engine, upgrade
-from keyless.store.engine import normalise_store_url
+from keyless.store.engine import StoreUrlError, normalise_store_url, open_engine
 from keyless.store.generation import bump_generation, read_generation
+from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant, UsedAssertion
 from tests.support.postgres import PostgresServer
 from tests.support.server import running_server

@@ -194,15 +194,24 @@ def _sp_add_credential(s: Session, c: TokenClaims, r: Request, body: dict[str, A
     sp = directory.find_service_principal(s, c.tenant_id, r.path_params["id"])
     if sp.kind != "Application":
         raise directory._bad("managed identities take no certificates or secrets")
+    append = body.get("append", False)
+    if not isinstance(append, bool):
+        raise directory._bad("append must be true or false")
+    cert = None
     if "certificate" in body:
         cert_pem = body["certificate"]
         if not isinstance(cert_pem, str):
             raise directory._bad("certificate must be a PEM string")
         cert = directory.parse_certificate(cert_pem)
-        return directory.add_certificate(s, c.tenant_id, sp.app_id, cert)
     years = body.get("secretYears", 1)
     if not isinstance(years, int | float) or isinstance(years, bool):
         raise directory._bad("secretYears must be a number")
+    if not append:
+        # As `az ad sp credential reset`: a reset replaces the certificates and secrets (a
+        # leaked one must stop working); federated credentials are not secrets and stay.
+        directory.remove_certificates_and_secrets(s, sp.app_id)
+    if cert is not None:
+        return directory.add_certificate(s, c.tenant_id, sp.app_id, cert)
     secret = directory.add_secret(s, c.tenant_id, sp.app_id, float(years))
     return {
         "appId": sp.app_id,

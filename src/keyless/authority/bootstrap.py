@@ -27,8 +27,9 @@ from keyless.authority.tls import (
     server_certificate_names,
     server_certificate_needs_renewal,
 )
-from keyless.store import open_engine, upgrade
+from keyless.store.engine import open_engine
 from keyless.store.generation import bump_generation
+from keyless.store.migrate import upgrade
 from keyless.store.models import ResourceApi, Subscription, Tenant, User
 
 # The audiences every tenant starts with. The first URI is the canonical `aud`; the rest are the

@@ -7,9 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from keyless.store import default_store_url
+from keyless.store.location import default_store_url
 
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
@@ -73,6 +71,8 @@ class ServerConfig:
 
     def save(self, paths: DataDir) -> None:
         data = asdict(self)
+        from sqlalchemy.engine import make_url
+
         store_url = self.store_url
         if store_url and make_url(store_url).password is not None:
             # A password never goes to disk in clear: such a URL is given at each start instead.

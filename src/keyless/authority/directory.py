@@ -190,6 +190,12 @@ def add_certificate(
     }
 
 
+def remove_certificates_and_secrets(session: Session, app_id: str) -> None:
+    for model in (CertificateCredential, ClientSecret):
+        session.execute(delete(model).where(model.app_id == app_id))
+    bump_generation(session)
+
+
 def create_service_principal(session: Session, tenant_id: str, name: str) -> ServicePrincipal:
     name = check_display_name(name, "service principal name")
     now = time.time()

@@ -96,6 +96,9 @@ def rotate(
     since, rotating again would promote a key published a moment ago, so it is refused.
     """
     now = time.time() if now is None else now
+    # RSA key generation takes ~100 ms: do it before the first write, so the store's write lock
+    # (all of SQLite's) is held only for the updates themselves.
+    fresh_next = _generate(master, tenant_id, "next", now)
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise LookupError(f"no tenant {tenant_id}")
@@ -109,7 +112,7 @@ def rotate(
     if expected_active is not None and (active is None or active.kid != expected_active):
         raise RotationConflict("another process rotated this tenant's keys first")
     if upcoming is None:
-        upcoming = _generate(master, tenant_id, "next", now)
+        upcoming = _generate(master, tenant_id, "next", now)  # only if a store lost its next key
         session.add(upcoming)
         session.flush()
     if active is not None:
@@ -136,7 +139,7 @@ def rotate(
     )
     if promoted.rowcount != 1:  # type: ignore[attr-defined]
         raise RotationConflict("the next key changed during the rotation")
-    session.add(_generate(master, tenant_id, "next", now))
+    session.add(fresh_next)
     bump_generation(session)
     return upcoming.kid
 

@@ -188,9 +188,13 @@ def sp_credential_reset(
     cert: Annotated[str | None, typer.Option("--cert", help="PEM text or @file.")] = None,
     years: Annotated[float, typer.Option(help="Secret lifetime in years.")] = 1.0,
     cert_file: Annotated[Path | None, typer.Option()] = None,
+    append: Annotated[
+        bool, typer.Option("--append", help="Keep the existing certificates and secrets.")
+    ] = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Add a credential: a certificate (--cert / --create-cert) or, by default, a secret."""
+    """Replace the certificates and secrets with a new certificate (--cert / --create-cert) or,
+    by default, a new secret; --append keeps the old ones."""
     if create_cert and cert is not None:
         fail("choose --create-cert or --cert, not both")
     body: dict[str, Any] = {"secretYears": years}
@@ -201,6 +205,7 @@ def sp_credential_reset(
         body = {"certificate": certificate.public_bytes(serialization.Encoding.PEM).decode()}
     elif cert is not None:
         body = {"certificate": _read_at_file(cert, "certificate")}
+    body["append"] = append
     result = call(data_dir, "POST", f"{SP}/{id}/credentials", body)
     if created is not None:
         path, key, certificate = created

@@ -46,7 +46,7 @@ def init(
 ) -> None:
     """Create the data directory, keys, local CA, default tenant and its first administrator."""
     from keyless.authority.bootstrap import initialise
-    from keyless.store import StoreUrlError
+    from keyless.store.engine import StoreUrlError
 
     os.umask(0o077)  # the store, keys and config are the user's alone
     try:
@@ -85,7 +85,7 @@ def serve(
     """Run the HTTPS server (token service, discovery, admin API) and the local sign-in socket."""
     from keyless.server.run import ServeError, ServeOptions
     from keyless.server.run import serve as run_server
-    from keyless.store import StoreUrlError
+    from keyless.store.engine import StoreUrlError
 
     os.umask(0o077)
     options = ServeOptions(
@@ -128,7 +128,7 @@ def _default_tenant(paths: DataDir) -> str:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from keyless.store import open_engine
+    from keyless.store.engine import open_engine
     from keyless.store.models import Tenant
 
     engine = open_engine(ServerConfig.load_or_default(paths).effective_store_url(paths))

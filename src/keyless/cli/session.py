@@ -132,6 +132,23 @@ class ApiClient:
             save_token(self.paths, token)
         return token
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        token: str,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            return self._http.request(method, path, json=body, params=params, headers=headers)
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"cannot reach the Keyless server at {self.endpoint} ({exc}); is `keyless "
+                "serve` running?"
+            ) from None
+
     def call(
         self,
         method: str,
@@ -139,14 +156,11 @@ class ApiClient:
         body: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        headers = {"Authorization": f"Bearer {self.token()['accessToken']}"}
-        try:
-            response = self._http.request(method, path, json=body, params=params, headers=headers)
-        except httpx.ConnectError as exc:
-            raise CliError(
-                f"cannot reach the Keyless server at {self.endpoint} ({exc}); is `keyless "
-                "serve` running?"
-            ) from None
+        response = self._send(method, path, body, params, self.token()["accessToken"])
+        if response.status_code == 401 and self.paths.login_socket.exists():
+            # The cached token may have outlived its signing key or tenant: sign in afresh once.
+            forget_token(self.paths)
+            response = self._send(method, path, body, params, self.token()["accessToken"])
         if response.status_code >= 400:
             try:
                 error = response.json().get("error", {})

@@ -18,7 +18,7 @@ from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
 from keyless.server.maintenance import maintenance_loop
-from keyless.store import open_engine
+from keyless.store.engine import open_engine
 
 
 def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:

@@ -33,7 +33,8 @@ from keyless.authority.tls import (
     server_key_password,
 )
 from keyless.server.app import authority_from_env, create_app
-from keyless.store import open_engine, upgrade
+from keyless.store.engine import open_engine
+from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
 
 

@@ -1,6 +1,5 @@
-"""Persistence: SQLAlchemy 2 models and Alembic migrations (keyless.store)."""
+"""Persistence: SQLAlchemy 2 models and Alembic migrations (keyless.store).
 
-from keyless.store.engine import StoreUrlError, default_store_url, open_engine
-from keyless.store.migrate import upgrade
-
-__all__ = ["StoreUrlError", "default_store_url", "open_engine", "upgrade"]
+Import from the submodules (`keyless.store.engine`, `.migrate`, `.models`): this package
+imports nothing itself, so CLI commands that never open a store start without SQLAlchemy.
+"""

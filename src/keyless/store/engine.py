@@ -14,10 +14,6 @@ class StoreUrlError(ValueError):
     """The store URL cannot be used; the message says how to write one that can."""
 
 
-def default_store_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'keyless.db'}"
-
-
 def normalise_store_url(url: str) -> str:
     """Accept the URLs users paste (`postgresql://...`) and pick the psycopg 3 driver for them."""
     try:

@@ -15,18 +15,17 @@ from keyless.store.models import StoreState
 GENERATION = "directory_generation"
 
 
-def bump_generation(session: Session) -> None:
+def bump_generation(session: Session, name: str = GENERATION) -> None:
+    """Move a generation counter; `access_generation` is kept apart so role changes do not
+    invalidate the token service's caches, nor directory changes the custom-role index."""
     result = session.execute(
-        update(StoreState).where(StoreState.name == GENERATION).values(value=StoreState.value + 1)
+        update(StoreState).where(StoreState.name == name).values(value=StoreState.value + 1)
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(StoreState(name=GENERATION, value=1))
+        session.add(StoreState(name=name, value=1))
         session.flush()
 
 
-_SELECT = select(StoreState.value).where(StoreState.name == GENERATION)
-
-
-def read_generation(connection: Connection) -> int:
-    value = connection.execute(_SELECT).scalar()
+def read_generation(connection: Connection, name: str = GENERATION) -> int:
+    value = connection.execute(select(StoreState.value).where(StoreState.name == name)).scalar()
     return int(value or 0)
