@@ -84,7 +84,9 @@ class AdminApi:
                 self._run, request, token, raw, action, handler, writes, trace_id
             )
 
-        return Route(path, endpoint, methods=[method], name=action)
+        route = Route(path, endpoint, methods=[method], name=action)
+        route.keyless_authorization = "tenant-admin"  # type: ignore[attr-defined]
+        return route
 
     def _run(
         self,

@@ -16,6 +16,9 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from keyless.access.engine import ACCESS_GENERATION
+from keyless.access.permissions import OWNER_ROLE_ID
+from keyless.access.scopes import ROOT
 from keyless.authority import keys
 from keyless.authority.config import DataDir, ServerConfig
 from keyless.authority.masterkey import MasterKey
@@ -30,7 +33,7 @@ from keyless.authority.tls import (
 from keyless.store.engine import open_engine
 from keyless.store.generation import bump_generation
 from keyless.store.migrate import upgrade
-from keyless.store.models import ResourceApi, Subscription, Tenant, User
+from keyless.store.models import ResourceApi, RoleAssignment, Subscription, Tenant, User
 
 # The audiences every tenant starts with. The first URI is the canonical `aud`; the rest are the
 # names Azure-written code asks for, mapped to the same resource (DESIGN.md "Tokens").
@@ -110,6 +113,34 @@ def _tls(paths: DataDir, master: MasterKey, names: list[str], report: InitReport
         report.created.append(f"server certificate for {', '.join(names)}")
 
 
+def _ensure_root_owner(session: Session, tenant_id: str, admin_id: str) -> bool:
+    """The first administrator owns the tenant root scope; True if the grant was missing."""
+    exists = session.scalars(
+        select(RoleAssignment).where(
+            RoleAssignment.principal_id == admin_id,
+            RoleAssignment.role_definition_id == OWNER_ROLE_ID,
+            RoleAssignment.scope_key == ROOT,
+        )
+    ).first()
+    if exists is not None:
+        return False
+    session.add(
+        RoleAssignment(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            principal_id=admin_id,
+            principal_type="User",
+            role_definition_id=OWNER_ROLE_ID,
+            scope=ROOT,
+            scope_key=ROOT,
+            created_at=time.time(),
+            created_by="keyless init",
+        )
+    )
+    bump_generation(session, ACCESS_GENERATION)
+    return True
+
+
 def _tenant(
     engine: Engine, master: MasterKey, os_user: str, os_uid: int, report: InitReport
 ) -> None:
@@ -129,6 +160,8 @@ def _tenant(
                 select(User).where(User.tenant_id == tenant.id, User.is_tenant_admin)
             ).first()
             report.admin = admin.user_principal_name if admin else ""
+            if admin is not None and _ensure_root_owner(session, tenant.id, admin.object_id):
+                report.created.append(f"Owner role at / for {admin.user_principal_name}")
             return
         tenant = Tenant(
             id=str(uuid.uuid4()),
@@ -159,9 +192,10 @@ def _tenant(
                 )
             )
         upn = f"{os_user}@{DEFAULT_DOMAIN}"
+        admin_id = str(uuid.uuid4())
         session.add(
             User(
-                object_id=str(uuid.uuid4()),
+                object_id=admin_id,
                 tenant_id=tenant.id,
                 user_principal_name=upn,
                 display_name=os_user,
@@ -171,6 +205,8 @@ def _tenant(
             )
         )
         keys.create_initial_keys(session, master, tenant.id)
+        session.flush()
+        _ensure_root_owner(session, tenant.id, admin_id)
         bump_generation(session)
         report.tenant_id, report.subscription_id, report.admin = tenant.id, subscription.id, upn
         report.created += [
@@ -178,7 +214,7 @@ def _tenant(
             f"default subscription {subscription.id}",
             "signing keys (one active, one next)",
             f"built-in resource APIs: {', '.join(n for n, _ in BUILT_IN_RESOURCE_APIS)}",
-            f"administrator {upn} (linked to OS user {os_user}, uid {os_uid})",
+            f"administrator {upn} (linked to OS user {os_user}, uid {os_uid}), Owner at /",
         ]
 
 

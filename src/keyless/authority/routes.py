@@ -166,9 +166,13 @@ def build_routes(authority: Authority) -> list[Route]:
             return response
         return JSONResponse(result, headers=_NO_STORE)
 
-    return [
+    public = [
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/discovery/v2.0/keys", jwks),
+        # Clients authenticate in the body; that is the token endpoint's whole job.
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
     ]
+    for route in public:
+        route.keyless_authorization = "public"  # type: ignore[attr-defined]
+    return public

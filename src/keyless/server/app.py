@@ -13,10 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyless.access import api as access_api
+from keyless.access.engine import AccessEngine
 from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.resources import api as resources_api
+from keyless.server.arm import ArmApi
 from keyless.server.maintenance import maintenance_loop
 from keyless.store.engine import open_engine
 
@@ -54,11 +58,19 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
             status_code=405,
         )
 
+    healthz = Route("/healthz", health)
+    healthz.keyless_authorization = "public"  # type: ignore[attr-defined]
+    access = AccessEngine(authority.engine)
+    arm = ArmApi(authority, access)
     return Starlette(
         routes=[
-            Route("/healthz", health),
+            healthz,
             *routes.build_routes(authority),
             *admin_api.build_routes(authority),
+            # Authorization routes first: `.../providers/Keyless.Authorization/roleAssignments`
+            # would otherwise match the generic `.../providers/{namespace}/{type}` list.
+            *access_api.build_routes(arm, access),
+            *resources_api.build_routes(arm),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},

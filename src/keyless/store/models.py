@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, dict[str, Any] | None: JSON}
 
 
 class StoreState(Base):
@@ -214,3 +214,81 @@ class AuditEvent(Base):
     result: Mapped[str] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     trace_id: Mapped[str] = mapped_column(String(36))
+
+
+class RoleDefinition(Base):
+    """A custom role (built-in roles live in code, `keyless.access.permissions`)."""
+
+    __tablename__ = "role_definitions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    role_name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    permissions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    assignable_scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("tenant_id", "role_name"),)
+
+
+class RoleAssignment(Base):
+    """`principal_id` holds `role_definition_id` at `scope` and every scope below it.
+    `scope_key` is the lower-case scope, indexed for prefix lookups."""
+
+    __tablename__ = "role_assignments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    principal_id: Mapped[str] = mapped_column(String(36), index=True)
+    principal_type: Mapped[str] = mapped_column(String(32))
+    role_definition_id: Mapped[str] = mapped_column(String(36), index=True)
+    scope: Mapped[str] = mapped_column(String(1024))
+    scope_key: Mapped[str] = mapped_column(String(1024), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(36))
+    __table_args__ = (UniqueConstraint("principal_id", "role_definition_id", "scope_key"),)
+
+
+class ResourceGroup(Base):
+    __tablename__ = "resource_groups"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)  # lower-case ID
+    id: Mapped[str] = mapped_column(String(512))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(90))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Resource(Base):
+    """A resource with an ARM-shaped ID. `properties` are the type's own; `identity` is the
+    ARM identity block as the client sees it."""
+
+    __tablename__ = "resources"
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)  # lower-case ID
+    id: Mapped[str] = mapped_column(String(1024))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    subscription_id: Mapped[str] = mapped_column(String(36))
+    group_key: Mapped[str] = mapped_column(
+        ForeignKey("resource_groups.key", ondelete="CASCADE"), index=True
+    )
+    parent_key: Mapped[str | None] = mapped_column(String(1024), nullable=True, index=True)
+    type: Mapped[str] = mapped_column(String(256), index=True)
+    name: Mapped[str] = mapped_column(String(90))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class IdentityAttachment(Base):
+    """A user-assigned identity attached to a resource, so deleting the identity can detach it
+    everywhere without reading every resource."""
+
+    __tablename__ = "identity_attachments"
+    resource_key: Mapped[str] = mapped_column(
+        ForeignKey("resources.key", ondelete="CASCADE"), primary_key=True
+    )
+    identity_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    __table_args__ = (Index("ix_identity_attachments_identity", "identity_key"),)

@@ -1,0 +1,7 @@
+"""Role-based access control (keyless.access): role definitions, assignments at scopes, and the
+decision function every part calls."""
+
+from keyless.access.engine import AccessEngine, AccessIndex, Decision
+from keyless.access.scopes import Scope, ScopeError, parse_scope
+
+__all__ = ["AccessEngine", "AccessIndex", "Decision", "Scope", "ScopeError", "parse_scope"]

@@ -1,0 +1,157 @@
+"""Role definitions, role assignments and check-access, under
+`{scope}/providers/Keyless.Authorization/...` as ARM places them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from keyless.access import assignments
+from keyless.access.engine import AccessEngine
+from keyless.access.scopes import ROOT, is_within, parse_scope, scope_key
+from keyless.resources.manager import ResourceError, bad_request
+from keyless.server.arm import ArmApi, Call
+
+AUTHZ = "/providers/Keyless.Authorization"
+RA = "Keyless.Authorization/roleAssignments/{}"
+RD = "Keyless.Authorization/roleDefinitions/{}"
+
+
+def _scope(request: Request) -> str:
+    raw = request.path_params.get("scope")
+    return ROOT if raw is None else "/" + str(raw).strip("/")
+
+
+def build_routes(api: ArmApi, access: AccessEngine) -> list[Route]:
+    def list_definitions(call: Call) -> Any:
+        index = access.index()
+        name = call.request.query_params.get("roleName")
+        roles = [r for r in index.roles.values() if name is None or r.name.lower() == name.lower()]
+        return {
+            "value": [
+                assignments.role_json(r, call.scope)
+                for r in sorted(roles, key=lambda r: (not r.built_in, r.name))
+            ]
+        }
+
+    def show_definition(call: Call) -> Any:
+        return assignments.role_json(
+            assignments.find_role(call.session, call.caller.tenant_id, call.param("id")), call.scope
+        )
+
+    def put_definition(call: Call) -> Any:
+        return assignments.put_role_definition(
+            call.session, call.caller.tenant_id, call.param("id"), call.body
+        )
+
+    def delete_definition(call: Call) -> Any:
+        return assignments.delete_role_definition(
+            call.session, call.caller.tenant_id, call.param("id")
+        )
+
+    def list_assignments(call: Call) -> Any:
+        principal = call.request.query_params.get("principalId")
+        rows = assignments.list_assignments(
+            call.session, call.caller.tenant_id, parse_scope(call.scope), principal
+        )
+        # Nobody sees what they cannot read: each assignment needs read at its own scope.
+        visible = [r for r in rows if call.caller.check(RA.format("read"), r.scope).allowed]
+        return {"value": [assignments.assignment_json(r) for r in visible]}
+
+    def put_assignment(call: Call) -> Any:
+        return assignments.create_assignment(
+            call.session,
+            call.caller.tenant_id,
+            parse_scope(call.scope),
+            call.param("id"),
+            call.body,
+            call.caller.principal_id,
+        )
+
+    def in_scope(call: Call) -> Any:
+        """The assignment, if it lies at or below the scope of the URL: permission at a child
+        scope must not reach an assignment made above it."""
+        row = assignments.find_assignment(call.session, call.caller.tenant_id, call.param("id"))
+        if not is_within(scope_key(call.scope), row.scope_key):
+            raise ResourceError(
+                404,
+                "RoleAssignmentNotFound",
+                f"no role assignment {row.id} at or below {call.scope}",
+            )
+        return row
+
+    def show_assignment(call: Call) -> Any:
+        return assignments.assignment_json(in_scope(call))
+
+    def delete_assignment(call: Call) -> Any:
+        return assignments.delete_assignment(call.session, call.caller.tenant_id, in_scope(call).id)
+
+    def check(call: Call) -> Any:
+        principal = call.body.get("principalId", call.caller.principal_id)
+        actions = call.body.get("actions", [])
+        if (
+            not isinstance(principal, str)
+            or not isinstance(actions, list)
+            or not all(isinstance(a, str) and 0 < len(a) <= 256 for a in actions)
+            or len(actions) > 100
+        ):
+            raise bad_request("send {principalId, actions: [action, 'data:dataAction', ...]}")
+        assignments.principal_type(call.session, call.caller.tenant_id, principal)
+        return assignments.check_access(access.index(), principal, call.scope, actions)
+
+    def resolve(call: Call) -> Any:
+        return assignments.resolve_principal(call.session, call.caller.tenant_id, call.param("ref"))
+
+    routes: list[Route] = [
+        api.route(
+            "/providers/Keyless.Directory/principals/{ref}",
+            "GET",
+            "Keyless.Directory/principals/read",
+            _scope,
+            resolve,
+        ),
+    ]
+    for prefix in (AUTHZ, "/{scope:path}" + AUTHZ):
+        routes += [
+            api.route(
+                prefix + "/roleDefinitions", "GET", RD.format("read"), _scope, list_definitions
+            ),
+            api.route(
+                prefix + "/roleDefinitions/{id}", "GET", RD.format("read"), _scope, show_definition
+            ),
+            api.route(
+                prefix + "/roleDefinitions/{id}", "PUT", RD.format("write"), _scope, put_definition
+            ),
+            api.route(
+                prefix + "/roleDefinitions/{id}",
+                "DELETE",
+                RD.format("delete"),
+                _scope,
+                delete_definition,
+            ),
+            api.route(
+                prefix + "/roleAssignments",
+                "GET",
+                RA.format("read"),
+                _scope,
+                list_assignments,
+                filtered=True,
+            ),
+            api.route(
+                prefix + "/roleAssignments/{id}", "PUT", RA.format("write"), _scope, put_assignment
+            ),
+            api.route(
+                prefix + "/roleAssignments/{id}", "GET", RA.format("read"), _scope, show_assignment
+            ),
+            api.route(
+                prefix + "/roleAssignments/{id}",
+                "DELETE",
+                RA.format("delete"),
+                _scope,
+                delete_assignment,
+            ),
+            api.route(prefix + "/checkAccess", "POST", RA.format("read"), _scope, check),
+        ]
+    return routes

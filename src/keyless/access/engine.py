@@ -1,0 +1,185 @@
+"""The one decision function: may principal P perform action A at scope S, and why.
+
+Assignments are indexed by principal, and group memberships by member, so a decision looks at
+the caller's own assignments and those of the groups it is in (nested groups too), never at
+all assignments. A scope grants at itself and every scope below it. The index is rebuilt when
+the store's access or directory generation moves, so a revoked role stops working on the next
+request in every process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from keyless.access.permissions import BUILT_IN_ROLES, Permissions
+from keyless.access.scopes import is_within, scope_key
+from keyless.store.generation import read_generation
+from keyless.store.models import GroupMember, RoleAssignment, RoleDefinition
+
+ACCESS_GENERATION = "access_generation"
+
+
+@dataclass(frozen=True)
+class Role:
+    id: str
+    name: str
+    permissions: Permissions
+    built_in: bool
+    assignable_scopes: tuple[str, ...] = ("/",)
+
+
+@dataclass(frozen=True)
+class Grant:
+    assignment_id: str
+    principal_id: str  # who holds the assignment: the caller or one of its groups
+    role_id: str
+    scope_key: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    principal_id: str
+    action: str
+    scope: str
+    grant: Grant | None = None
+    role_name: str | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.grant is None:
+            return (
+                f"no role assignment of {self.principal_id} (or of a group it is in) at "
+                f"{self.scope} or above permits {self.action}"
+            )
+        via = (
+            ""
+            if self.grant.principal_id == self.principal_id
+            else (f" through group {self.grant.principal_id}")
+        )
+        return (
+            f"granted by role {self.role_name!r} at {self.grant.scope}{via} "
+            f"(assignment {self.grant.assignment_id})"
+        )
+
+
+@dataclass
+class AccessIndex:
+    roles: dict[str, Role]
+    grants: dict[str, list[Grant]]
+    groups_of: dict[str, set[str]]
+    _closure: dict[str, frozenset[str]] = field(default_factory=dict)
+    _allows: dict[tuple[str, str, bool], bool] = field(default_factory=dict)
+
+    def principals(self, principal_id: str) -> frozenset[str]:
+        """The principal and every group it belongs to, directly or through other groups."""
+        cached = self._closure.get(principal_id)
+        if cached is not None:
+            return cached
+        seen = {principal_id}
+        frontier = [principal_id]
+        while frontier:
+            for group in self.groups_of.get(frontier.pop(), ()):
+                if group not in seen:
+                    seen.add(group)
+                    frontier.append(group)
+        result = frozenset(seen)
+        self._closure[principal_id] = result
+        return result
+
+    def _role_allows(self, role_id: str, action: str, data: bool) -> bool:
+        key = (role_id, action.lower(), data)
+        allowed = self._allows.get(key)
+        if allowed is None:
+            role = self.roles.get(role_id)
+            allowed = bool(role and role.permissions.allows(action, data))
+            self._allows[key] = allowed
+        return allowed
+
+    def applicable(self, principal_id: str, scope: str) -> list[Grant]:
+        """Every assignment that reaches `scope` for this principal (own, inherited, group)."""
+        target = scope_key(scope)
+        return [
+            grant
+            for member in self.principals(principal_id)
+            for grant in self.grants.get(member, ())
+            if is_within(grant.scope_key, target)
+        ]
+
+    def check(self, principal_id: str, action: str, scope: str, data: bool = False) -> Decision:
+        for grant in self.applicable(principal_id, scope):
+            if self._role_allows(grant.role_id, action, data):
+                role = self.roles[grant.role_id]
+                return Decision(True, principal_id, action, scope, grant, role.name)
+        return Decision(False, principal_id, action, scope)
+
+
+def built_in_roles() -> dict[str, Role]:
+    return {r.id: Role(r.id, r.name, r.permissions, True) for r in BUILT_IN_ROLES}
+
+
+class AccessEngine:
+    """A process's view of the access index, kept in step with the store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._generations: tuple[int, int] = (-1, -1)
+        self._index = AccessIndex(built_in_roles(), {}, {})
+
+    def index(self) -> AccessIndex:
+        with self._engine.connect() as connection:
+            generations = (
+                read_generation(connection),
+                read_generation(connection, ACCESS_GENERATION),
+            )
+        if generations == self._generations:
+            return self._index
+        with self._lock:
+            if generations != self._generations:
+                self._index = self._load(generations, self._generations)
+                self._generations = generations
+        return self._index
+
+    def check(self, principal_id: str, action: str, scope: str, data: bool = False) -> Decision:
+        return self.index().check(principal_id, action, scope, data)
+
+    def _load(self, new: tuple[int, int], old: tuple[int, int]) -> AccessIndex:
+        current = self._index
+        with self._engine.connect() as connection:
+            if new[1] != old[1]:
+                roles = built_in_roles()
+                for definition in connection.execute(select(RoleDefinition)).mappings():
+                    roles[definition["id"]] = Role(
+                        definition["id"],
+                        definition["role_name"],
+                        Permissions.from_json(definition["permissions"]),
+                        False,
+                        tuple(definition["assignable_scopes"]),
+                    )
+                grants: dict[str, list[Grant]] = defaultdict(list)
+                columns = (
+                    RoleAssignment.id,
+                    RoleAssignment.principal_id,
+                    RoleAssignment.role_definition_id,
+                    RoleAssignment.scope_key,
+                    RoleAssignment.scope,
+                )
+                for id_, principal, role_id, key, scope in connection.execute(select(*columns)):
+                    grants[principal].append(Grant(id_, principal, role_id, key, scope))
+            else:
+                roles, grants = current.roles, current.grants
+            if new[0] != old[0]:
+                groups_of: dict[str, set[str]] = defaultdict(set)
+                for member, group in connection.execute(
+                    select(GroupMember.member_id, GroupMember.group_id)
+                ):
+                    groups_of[member].add(group)
+            else:
+                groups_of = current.groups_of
+        return AccessIndex(dict(roles), dict(grants), dict(groups_of))
