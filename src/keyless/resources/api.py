@@ -49,10 +49,12 @@ def _resource_action(verb: str) -> Any:
     def action_of(request: Request) -> str:
         return resolve_type(_resource_scope(request)).action(verb)
 
+    action_of.template = "{namespace}/{type}/" + verb  # type: ignore[attr-defined]
     return action_of
 
 
 def _type_action(request: Request) -> str:
+    """`{namespace}/{type}/read`, checked on each listed item."""
     p = request.path_params
     scope = Scope(p["subscription"], p["group"], p["namespace"], (p["type"],), ("x",))
     return resolve_type(scope).action("read")

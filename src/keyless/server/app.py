@@ -11,7 +11,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from keyless.access import api as access_api
 from keyless.access.engine import AccessEngine
@@ -22,6 +22,7 @@ from keyless.authority.masterkey import MasterKey
 from keyless.resources import api as resources_api
 from keyless.server.arm import ArmApi
 from keyless.server.maintenance import maintenance_loop
+from keyless.server.openapi import openapi_document
 from keyless.store.engine import open_engine
 
 
@@ -60,18 +61,27 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
 
     healthz = Route("/healthz", health)
     healthz.keyless_authorization = "public"  # type: ignore[attr-defined]
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    openapi_route = Route("/openapi.json", openapi)
+    openapi_route.keyless_authorization = "public"  # type: ignore[attr-defined]
     access = AccessEngine(authority.engine)
     arm = ArmApi(authority, access)
+    all_routes: list[BaseRoute] = [
+        healthz,
+        openapi_route,
+        *routes.build_routes(authority),
+        *admin_api.build_routes(authority),
+        # Authorization routes first: `.../providers/Keyless.Authorization/roleAssignments`
+        # would otherwise match the generic `.../providers/{namespace}/{type}` list.
+        *access_api.build_routes(arm, access),
+        *resources_api.build_routes(arm),
+    ]
+    document = openapi_document(all_routes)
     return Starlette(
-        routes=[
-            healthz,
-            *routes.build_routes(authority),
-            *admin_api.build_routes(authority),
-            # Authorization routes first: `.../providers/Keyless.Authorization/roleAssignments`
-            # would otherwise match the generic `.../providers/{namespace}/{type}` list.
-            *access_api.build_routes(arm, access),
-            *resources_api.build_routes(arm),
-        ],
+        routes=all_routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},
     )

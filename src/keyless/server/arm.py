@@ -114,9 +114,11 @@ class ArmApi:
                 filtered,
             )
 
-        route = Route(path, endpoint, methods=[method], name=name)
+        route = Route(path, endpoint, methods=[method], name=name or handler.__name__)
         route.keyless_authorization = "rbac-filtered" if filtered else "rbac"  # type: ignore[attr-defined]
-        route.keyless_action = action if isinstance(action, str) else "per-request"  # type: ignore[attr-defined]
+        route.keyless_action = (  # type: ignore[attr-defined]
+            action if isinstance(action, str) else getattr(action, "template", "per-request")
+        )
         return route
 
     def _run(
