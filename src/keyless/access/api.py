@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -13,6 +14,7 @@ from keyless.access.engine import AccessEngine
 from keyless.access.scopes import ROOT, is_within, parse_scope, scope_key
 from keyless.resources.manager import ResourceError, bad_request
 from keyless.server.arm import ArmApi, Call
+from keyless.store.models import RoleDefinition
 
 AUTHZ = "/providers/Keyless.Authorization"
 RA = "Keyless.Authorization/roleAssignments/{}"
@@ -28,7 +30,17 @@ def build_routes(api: ArmApi, access: AccessEngine) -> list[Route]:
     def list_definitions(call: Call) -> Any:
         index = access.index()
         name = call.request.query_params.get("roleName")
-        roles = [r for r in index.roles.values() if name is None or r.name.lower() == name.lower()]
+        # The index holds every tenant's custom roles: list the built-in ones and the caller's.
+        own = set(
+            call.session.scalars(
+                select(RoleDefinition.id).where(RoleDefinition.tenant_id == call.caller.tenant_id)
+            )
+        )
+        roles = [
+            r
+            for r in index.roles.values()
+            if (r.built_in or r.id in own) and (name is None or r.name.lower() == name.lower())
+        ]
         return {
             "value": [
                 assignments.role_json(r, call.scope)
@@ -41,12 +53,35 @@ def build_routes(api: ArmApi, access: AccessEngine) -> list[Route]:
             assignments.find_role(call.session, call.caller.tenant_id, call.param("id")), call.scope
         )
 
+    def role_scopes(call: Call) -> list[str]:
+        row = call.session.get(RoleDefinition, call.param("id"))
+        return list(row.assignable_scopes) if row and row.tenant_id == call.caller.tenant_id else []
+
+    def allowed_at_role_scopes(call: Call, action: str, scopes: list[str]) -> None:
+        """As in Azure: a custom role is changed or deleted only by whoever holds the action at
+        every scope it can be assigned at (before and after), not merely at the URL's scope."""
+        for scope in scopes:
+            if not call.caller.check(action, scope).allowed:
+                raise ResourceError(
+                    403,
+                    "AuthorizationFailed",
+                    f"the client {call.caller.principal_id} does not have authorization to "
+                    f"perform action {action} over scope {scope}, an assignable scope of the role",
+                )
+
     def put_definition(call: Call) -> Any:
-        return assignments.put_role_definition(
+        before = role_scopes(call)
+        result, created = assignments.put_role_definition(
             call.session, call.caller.tenant_id, call.param("id"), call.body
         )
+        # Raising here rolls the write back: the handler runs in the request's transaction.
+        allowed_at_role_scopes(
+            call, RD.format("write"), before + result["properties"]["assignableScopes"]
+        )
+        return result, created
 
     def delete_definition(call: Call) -> Any:
+        allowed_at_role_scopes(call, RD.format("delete"), role_scopes(call))
         return assignments.delete_role_definition(
             call.session, call.caller.tenant_id, call.param("id")
         )

@@ -17,10 +17,10 @@ from sqlalchemy import Engine, select
 
 from keyless.access.permissions import BUILT_IN_ROLES, Permissions
 from keyless.access.scopes import is_within, scope_key
-from keyless.store.generation import read_generation
+from keyless.store.generation import ACCESS_GENERATION, read_generation
 from keyless.store.models import GroupMember, RoleAssignment, RoleDefinition
 
-ACCESS_GENERATION = "access_generation"
+__all__ = ["ACCESS_GENERATION", "AccessEngine", "AccessIndex", "Decision"]
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,9 @@ BUILT_IN_ROLES: tuple[BuiltInRole, ...] = (
             "Keyless.ManagedIdentity/userAssignedIdentities/*/read",
             "Keyless.ManagedIdentity/userAssignedIdentities/read",
             "Keyless.ManagedIdentity/userAssignedIdentities/*/assign/action",
+            # The action the resource manager checks when an identity is attached: `/*/`
+            # above needs a segment between, so it alone would never grant it.
+            "Keyless.ManagedIdentity/userAssignedIdentities/assign/action",
         ],
     ),
     _role(

@@ -24,7 +24,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.authority.client_auth import hash_secret
-from keyless.store.generation import bump_generation
+from keyless.store.generation import ACCESS_GENERATION, bump_generation
 from keyless.store.models import (
     Application,
     CertificateCredential,
@@ -32,6 +32,7 @@ from keyless.store.models import (
     FederatedCredential,
     Group,
     GroupMember,
+    RoleAssignment,
     ServicePrincipal,
     User,
 )
@@ -228,13 +229,24 @@ def delete_service_principal(session: Session, tenant_id: str, ref: str) -> Serv
         raise _bad(
             "this is a managed identity; it is deleted with its resource, not with `ad sp delete`"
         )
+    session.execute(delete(Application).where(Application.app_id == sp.app_id))
+    delete_principal(session, sp)
+    return sp
+
+
+def delete_principal(session: Session, sp: ServicePrincipal) -> int:
+    """Delete a service principal with its credentials, group memberships and every role
+    assignment it holds (no grant outlives its holder); returns the assignments removed."""
     for model in (CertificateCredential, ClientSecret, FederatedCredential):
         session.execute(delete(model).where(model.app_id == sp.app_id))
     session.execute(delete(GroupMember).where(GroupMember.member_id == sp.object_id))
-    session.execute(delete(Application).where(Application.app_id == sp.app_id))
+    removed = session.execute(
+        delete(RoleAssignment).where(RoleAssignment.principal_id == sp.object_id)
+    )
     session.delete(sp)
     bump_generation(session)
-    return sp
+    bump_generation(session, ACCESS_GENERATION)
+    return int(removed.rowcount)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------- federation

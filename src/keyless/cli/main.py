@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
-from keyless.cli import ad, admin
+from keyless.cli import ad, admin, resources, roles
 from keyless.cli.options import DataDirOption, OutputOption
 from keyless.cli.output import emit, fail, note
 from keyless.cli.session import CliError, endpoint_for, forget_token, local_login, save_token
@@ -27,6 +27,11 @@ app.add_typer(ad.app, name="ad")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.tenant_app, name="tenant")
 app.add_typer(admin.audit_app, name="audit")
+app.add_typer(resources.account_app, name="account")
+app.add_typer(resources.group_app, name="group")
+app.add_typer(resources.identity_app, name="identity")
+app.add_typer(resources.app_app, name="app")
+app.add_typer(roles.app, name="role")
 
 
 @app.command()

@@ -14,7 +14,7 @@ DataDirOption = Annotated[
     typer.Option(
         "--data-dir",
         envvar="KEYLESS_DATA_DIR",
-        help="Keyless data directory [default: ~/.keyless].",
+        help="Keyless data directory \\[default: ~/.keyless].",
         show_default=False,
     ),
 ]

@@ -10,19 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from keyless.access.engine import ACCESS_GENERATION
+from keyless.authority import directory
 from keyless.store.generation import bump_generation
-from keyless.store.models import (
-    CertificateCredential,
-    ClientSecret,
-    FederatedCredential,
-    GroupMember,
-    RoleAssignment,
-    ServicePrincipal,
-)
+from keyless.store.models import ServicePrincipal
 
 
 def create_identity_principal(
@@ -43,18 +35,7 @@ def create_identity_principal(
 
 
 def delete_principal(session: Session, object_id: str) -> int:
-    """Delete a managed identity's principal, its credentials, memberships and role
-    assignments; returns how many role assignments went with it."""
+    """Delete a managed identity's principal and everything it held (see
+    `keyless.authority.directory.delete_principal`)."""
     sp = session.get(ServicePrincipal, object_id)
-    if sp is None:
-        return 0
-    for model in (CertificateCredential, ClientSecret, FederatedCredential):
-        session.execute(delete(model).where(model.app_id == sp.app_id))
-    session.execute(delete(GroupMember).where(GroupMember.member_id == object_id))
-    removed = session.execute(
-        delete(RoleAssignment).where(RoleAssignment.principal_id == object_id)
-    )
-    session.delete(sp)
-    bump_generation(session)
-    bump_generation(session, ACCESS_GENERATION)
-    return int(removed.rowcount)  # type: ignore[attr-defined]
+    return 0 if sp is None else directory.delete_principal(session, sp)

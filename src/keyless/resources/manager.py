@@ -299,7 +299,7 @@ def _apply_identity(
     want_system = has_system if system is None else system
     if users is None:
         wanted_users = current_users
-    elif merge:
+    elif merge and users:  # {} means the type names no UserAssigned: none are kept, as in ARM
         wanted_users = dict(current_users)
         for identity_id, value in users.items():
             if value is None:

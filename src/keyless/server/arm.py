@@ -194,9 +194,10 @@ class ArmApi:
                         claims,
                         action,
                         parsed.id(),
-                        f"failed:{exc.code}",
+                        # A refusal found by the handler (a linked check) is a denial too.
+                        "denied" if exc.status == 403 else f"failed:{exc.code}",
                         trace_id,
-                        {"message": exc.message},
+                        {"code": exc.code, "message": exc.message},
                     )
                 return arm_error(exc.status, exc.code, exc.message)
         if writes:

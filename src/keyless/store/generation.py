@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from keyless.store.models import StoreState
 
 GENERATION = "directory_generation"
+# Role definitions and assignments: what keyless.access rebuilds its decision index from.
+ACCESS_GENERATION = "access_generation"
 
 
 def bump_generation(session: Session, name: str = GENERATION) -> None:
