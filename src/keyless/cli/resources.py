@@ -438,7 +438,9 @@ def identity_refs(sub: str, group: str, values: list[str]) -> tuple[bool, list[s
     system = False
     ids: list[str] = []
     for value in values:
-        if value.lower() == SYSTEM:
+        # az spells it "[system]"; "system" is what people type, and no identity may be named
+        # that in its place, so both mean the system-assigned identity.
+        if value.lower() in (SYSTEM, "system"):
             system = True
             continue
         full = value if value.startswith("/") else resource_id(sub, group, IDENTITY_TYPE, value)
