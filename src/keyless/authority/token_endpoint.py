@@ -82,13 +82,16 @@ def _resolve_scope(resources: dict[str, ResourceInfo], scope: str | None) -> Res
             "the client credentials grant takes exactly one scope of the form {resource}/.default",
             errors.INVALID_SCOPE,
         )
-    resource_name = defaults[0][: -len("/.default")].rstrip("/").lower()
-    resource = resources.get(resource_name)
+    return resolve_resource(resources, defaults[0][: -len("/.default")])
+
+
+def resolve_resource(resources: dict[str, ResourceInfo], name: str) -> ResourceInfo:
+    """A resource API by any of its names (Keyless or Azure), ignoring case and a trailing /."""
+    resource = resources.get(name.rstrip("/").lower())
     if resource is None:
-        shown = resource_name[:200]
         raise OAuthError(
             "invalid_scope",
-            f"no resource API named {shown!r} is registered in this tenant; "
+            f"no resource API named {name[:200]!r} is registered in this tenant; "
             "`keyless ad api list` shows the audiences tokens can be issued for",
             errors.RESOURCE_NOT_FOUND,
         )

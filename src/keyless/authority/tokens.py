@@ -62,7 +62,9 @@ def mint(
     exp = iat + lifetime
     jti = uuid.uuid4().hex
     # appidacr/azpacr: "1" secret, "2" certificate or assertion, "0" public client.
-    acr = {"client_secret": "1", "certificate": "2", "federated": "2"}.get(auth_method, "0")
+    acr = {"client_secret": "1", "certificate": "2", "federated": "2", "managed_identity": "2"}.get(
+        auth_method, "0"
+    )
     claims: dict[str, Any] = {
         "aud": resource.audience,
         "iss": issuer,

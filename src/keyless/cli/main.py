@@ -11,6 +11,7 @@ import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
 from keyless.cli import ad, admin, resources, roles
+from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
 from keyless.cli.options import DataDirOption, OutputOption
 from keyless.cli.output import emit, fail, note
 from keyless.cli.session import CliError, endpoint_for, forget_token, local_login, save_token

@@ -149,6 +149,21 @@ class ApiClient:
                 "serve` running?"
             ) from None
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """The raw response, after signing in again once if the cached token was refused."""
+        response = self._send(method, path, body, params, self.token()["accessToken"])
+        if response.status_code == 401 and self.paths.login_socket.exists():
+            # The cached token may have outlived its signing key or tenant: sign in afresh once.
+            forget_token(self.paths)
+            response = self._send(method, path, body, params, self.token()["accessToken"])
+        return response
+
     def call(
         self,
         method: str,
@@ -156,11 +171,7 @@ class ApiClient:
         body: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        response = self._send(method, path, body, params, self.token()["accessToken"])
-        if response.status_code == 401 and self.paths.login_socket.exists():
-            # The cached token may have outlived its signing key or tenant: sign in afresh once.
-            forget_token(self.paths)
-            response = self._send(method, path, body, params, self.token()["accessToken"])
+        response = self.request(method, path, body, params)
         if response.status_code >= 400:
             try:
                 error = response.json().get("error", {})

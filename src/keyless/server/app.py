@@ -19,6 +19,7 @@ from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.host import api as host_api
 from keyless.resources import api as resources_api
 from keyless.server.arm import ArmApi
 from keyless.server.maintenance import maintenance_loop
@@ -77,6 +78,7 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         # Authorization routes first: `.../providers/Keyless.Authorization/roleAssignments`
         # would otherwise match the generic `.../providers/{namespace}/{type}` list.
         *access_api.build_routes(arm, access),
+        *host_api.build_routes(arm, authority),
         *resources_api.build_routes(arm),
     ]
     document = openapi_document(all_routes)

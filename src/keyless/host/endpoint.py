@@ -1,0 +1,197 @@
+"""The managed identity endpoint that `keyless app run` serves to its app, on loopback.
+
+It speaks Azure App Service's protocol (`IDENTITY_ENDPOINT` + `X-IDENTITY-HEADER`,
+api-version 2019-08-01) and, for the same identities, the IMDS path with `Metadata: true`.
+Tokens come from the authority through `TokenSource` and are served from memory until their
+refresh time; concurrent requests for the same token cause one issuance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from keyless.host.peer import PeerVerdict, check_peer
+
+APP_SERVICE_PATH = "/msi/token"
+IMDS_PATH = "/metadata/identity/oauth2/token"
+APP_SERVICE_VERSIONS = {"2019-08-01"}
+IMDS_VERSIONS = {"2018-02-01", "2019-08-01", "2021-02-01"}
+SELECTORS = ("client_id", "object_id", "mi_res_id", "principal_id")
+
+
+class TokenError(Exception):
+    """The authority refused (unknown resource, identity not on the app): status + message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    response: dict[str, Any]
+    refresh_at: float
+    expires_on: int
+
+
+Fetch = Callable[[str, dict[str, str]], dict[str, Any]]
+
+
+class TokenSource:
+    """Tokens per (identity selector, resource), one issuance at a time per key."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+        self._cache: dict[tuple[str, str, str], CachedToken] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self.issued = 0
+
+    async def get(self, resource: str, selector: dict[str, str]) -> dict[str, Any]:
+        kind, value = next(iter(selector.items()), ("", ""))
+        key = (resource.rstrip("/").lower(), kind, value.lower())
+        cached = self._cache.get(key)
+        if cached is not None and time.time() < cached.refresh_at:
+            return cached.response
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(key)
+            now = time.time()
+            if cached is not None and now < cached.refresh_at:
+                return cached.response
+            try:
+                answer = await asyncio.to_thread(self._fetch, resource, selector)
+            except TokenError:
+                raise
+            except Exception:
+                if cached is not None and now < cached.expires_on - 60:
+                    return cached.response  # the authority is away; the token is still good
+                raise
+            self.issued += 1
+            expires_in = int(answer["expires_in"])
+            response = {
+                "access_token": answer["access_token"],
+                "expires_on": int(answer["expires_on"]),
+                "expires_in": expires_in,
+                "refresh_in": int(answer.get("refresh_in", expires_in // 2)),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": answer["client_id"],
+            }
+            refresh_at = int(answer["expires_on"]) - expires_in + response["refresh_in"]
+            self._cache[key] = CachedToken(response, refresh_at, int(answer["expires_on"]))
+            return response
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    # The App Service protocol's error shape (the SDK reads statusCode and message).
+    return JSONResponse(
+        {"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
+        status_code=status,
+    )
+
+
+def _selector(request: Request) -> dict[str, str] | JSONResponse:
+    given = {k: request.query_params[k] for k in SELECTORS if request.query_params.get(k)}
+    if len(given) > 1:
+        return _error(400, "name the identity with only one of client_id, object_id, mi_res_id")
+    if "principal_id" in given:  # IMDS's name for object_id
+        given = {"object_id": given["principal_id"]}
+    if any(len(v) > 1024 for v in given.values()):
+        return _error(400, "the identity selector is too long")
+    return given
+
+
+def create_endpoint_app(source: TokenSource, header_secret: str) -> Starlette:
+    expected = header_secret.encode()
+
+    async def serve(request: Request, versions: set[str]) -> Response:
+        verdict: PeerVerdict | None = request.scope.get("extensions", {}).get("keyless.peer")
+        if verdict is not None and not verdict.allowed:
+            return _error(
+                403,
+                f"refused: {verdict.reason}; managed identity tokens are only for the app's "
+                "own processes",
+            )
+        version = request.query_params.get("api-version")
+        if version not in versions:
+            return _error(
+                400,
+                f"api-version must be one of {', '.join(sorted(versions))}",
+            )
+        resource = request.query_params.get("resource")
+        if not resource or len(resource) > 512:
+            return _error(
+                400,
+                "the query needs resource=<audience>, e.g. "
+                "resource=https://ossrdbms-aad.database.windows.net",
+            )
+        selector = _selector(request)
+        if isinstance(selector, JSONResponse):
+            return selector
+        try:
+            return JSONResponse(await source.get(resource, selector))
+        except TokenError as exc:
+            return _error(exc.status, exc.message)
+        except Exception:
+            return _error(503, "the Keyless authority could not be reached; try again shortly")
+
+    async def app_service(request: Request) -> Response:
+        presented = request.headers.get("x-identity-header", "").encode()
+        if not presented:
+            return _error(
+                401,
+                "the request has no X-IDENTITY-HEADER; send the value of the "
+                "IDENTITY_HEADER environment variable",
+            )
+        if not hmac.compare_digest(presented, expected):
+            return _error(401, "X-IDENTITY-HEADER does not match this app's IDENTITY_HEADER")
+        return await serve(request, APP_SERVICE_VERSIONS)
+
+    async def imds(request: Request) -> Response:
+        if request.headers.get("metadata", "").lower() != "true":
+            # Also what a bare probe gets: an answer, so SDKs know the endpoint exists.
+            return _error(400, "the request needs the header Metadata: true")
+        return await serve(request, IMDS_VERSIONS)
+
+    return Starlette(
+        routes=[
+            Route(APP_SERVICE_PATH, app_service),
+            Route(IMDS_PATH, imds),
+        ]
+    )
+
+
+def peer_checked_protocol(root_pid: Callable[[], int | None]) -> type[HttpToolsProtocol]:
+    """A uvicorn protocol that looks up the calling process once per connection (not per
+    request) and hands the verdict to the app in the ASGI scope's `extensions`."""
+
+    class PeerCheckedProtocol(HttpToolsProtocol):
+        verdict: PeerVerdict
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            pid = root_pid()
+            sock: socket.socket | None = transport.get_extra_info("socket")
+            if pid is None or sock is None:
+                self.verdict = PeerVerdict(False, None, "the app is not running")
+            else:
+                self.verdict = check_peer(sock, pid)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope["extensions"] = {"keyless.peer": self.verdict}  # type: ignore[dict-item]
+
+    return PeerCheckedProtocol

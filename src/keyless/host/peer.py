@@ -1,0 +1,109 @@
+"""Which process is on the other end of a loopback TCP connection (Linux, through /proc).
+
+The managed identity endpoint serves a token only to the app's own process tree: a leaked
+`IDENTITY_HEADER` is useless to any other process. The kernel lists every TCP socket in
+/proc/net/tcp{,6} with its inode; the process owning the client's socket has a
+`/proc/{pid}/fd/*` link to `socket:[inode]`. Only the pids of the app's tree are searched.
+
+Where it cannot apply: other operating systems; a client in another PID or network
+namespace (a container) whose /proc entries we cannot see; /proc mounted with hidepid; and a
+process of the same user can always ptrace or inject into the app itself — this binding stops
+header theft, not a same-user attacker with debugger rights.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class PeerVerdict:
+    allowed: bool
+    pid: int | None
+    reason: str
+
+
+def supported() -> bool:
+    return sys.platform.startswith("linux") and (PROC / "net" / "tcp").exists()
+
+
+def _hex_address(host: str, port: int) -> str:
+    """The address as /proc/net/tcp{,6} prints it: little-endian 32-bit words, then the port."""
+    packed = ipaddress.ip_address(host).packed
+    words = [packed[i : i + 4][::-1].hex().upper() for i in range(0, len(packed), 4)]
+    return f"{''.join(words)}:{port:04X}"
+
+
+def _socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    local, remote = _hex_address(*client), _hex_address(*server)
+    family = "tcp6" if ":" in client[0] else "tcp"
+    try:
+        lines = (PROC / "net" / family).read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == local and fields[2] == remote:
+            return int(fields[9])
+    return None
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and all its descendants, from each process's parent pid in /proc/{pid}/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: ppid is the 2nd field after ")".
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, frontier = {root}, [root]
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return tree
+
+
+def _owns_inode(pid: int, inode: int) -> bool:
+    target = f"socket:[{inode}]"
+    try:
+        for fd in (PROC / str(pid) / "fd").iterdir():
+            try:
+                if os.readlink(fd) == target:
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        return False
+    return False
+
+
+def check_peer(sock: socket.socket, root_pid: int) -> PeerVerdict:
+    """Whether the process at the other end of `sock` is `root_pid` or one of its descendants."""
+    try:
+        client = sock.getpeername()[:2]
+        server = sock.getsockname()[:2]
+    except OSError:
+        return PeerVerdict(False, None, "the connection has no peer address")
+    inode = _socket_inode((client[0], client[1]), (server[0], server[1]))
+    if inode is None:
+        return PeerVerdict(False, None, "the caller's socket is not visible in /proc/net")
+    for pid in sorted(process_tree(root_pid)):
+        if _owns_inode(pid, inode):
+            return PeerVerdict(True, pid, f"process {pid} in the app's process tree")
+    return PeerVerdict(
+        False, None, "the calling process is not part of the app started by `keyless app run`"
+    )

@@ -1,0 +1,142 @@
+"""`keyless app run`: start an app's process as that app, with its managed identity endpoint.
+
+The child gets the app's settings as environment variables and the App Service identity
+variables (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`; `MSI_ENDPOINT`, `MSI_SECRET` for older SDKs)
+and nothing secret: the header is random per run, kept only in memory, and without the
+process-tree check (Linux) it would still be useless outside this machine's loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from keyless.host import peer
+from keyless.host.endpoint import (
+    APP_SERVICE_PATH,
+    Fetch,
+    TokenSource,
+    create_endpoint_app,
+    peer_checked_protocol,
+)
+
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+# What the app must not inherit from whoever runs it: another identity's credentials, and the
+# operator's own Keyless session.
+STRIPPED_PREFIXES = ("KEYLESS_", "IDENTITY_", "MSI_")
+STRIPPED_NAMES = {
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_ID",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+}
+
+
+@dataclass
+class RunningEndpoint:
+    url: str
+    header: str
+    source: TokenSource
+    child_pid: list[int] = field(default_factory=list)
+
+
+def child_environment(
+    base: dict[str, str], settings: dict[str, str], endpoint: RunningEndpoint
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in base.items()
+        if not k.startswith(STRIPPED_PREFIXES) and k not in STRIPPED_NAMES
+    }
+    env.update(settings)
+    env.update(
+        IDENTITY_ENDPOINT=endpoint.url,
+        IDENTITY_HEADER=endpoint.header,
+        MSI_ENDPOINT=endpoint.url,
+        MSI_SECRET=endpoint.header,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def serve_endpoint(fetch: Fetch, bind_to_process: bool = True) -> Iterator[RunningEndpoint]:
+    """The endpoint on a free loopback port, in a thread of its own, for the block's duration."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    running = RunningEndpoint(
+        url=f"http://127.0.0.1:{port}{APP_SERVICE_PATH}",
+        header=secrets.token_urlsafe(32),
+        source=TokenSource(fetch),
+    )
+
+    def root() -> int | None:
+        return running.child_pid[0] if running.child_pid else None
+
+    protocol: Any = (
+        peer_checked_protocol(root) if bind_to_process and peer.supported() else "httptools"
+    )
+    config = uvicorn.Config(
+        create_endpoint_app(running.source, running.header),
+        http=protocol,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="keyless-mi", daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            threading.Event().wait(0.01)
+        yield running
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def run_child(
+    command: list[str], env: dict[str, str], cwd: str | None, started: Callable[[int], None]
+) -> int:
+    """Run the child to its end, forwarding signals; its exit code (128+N if killed by N)."""
+    try:
+        child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    except FileNotFoundError:
+        raise RuntimeError(f"cannot start {command[0]!r}: no such program") from None
+    except PermissionError:
+        raise RuntimeError(f"cannot start {command[0]!r}: permission denied") from None
+    started(child.pid)
+    previous = {}
+    for signum in FORWARDED_SIGNALS:
+        previous[signum] = signal.signal(signum, lambda s, _f: child.send_signal(s))
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - code if code < 0 else code
