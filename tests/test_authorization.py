@@ -55,6 +55,10 @@ RA = "Keyless.Authorization/roleAssignments/"
 GROUP = "Keyless.Resources/subscriptions/resourceGroups/"
 APPS = "Keyless.Web/apps"
 IDENTITIES = "Keyless.ManagedIdentity/userAssignedIdentities"
+APP_ROUTE = RG + "/providers/Keyless.Web/apps/{name}"
+IDENTITY_ROUTE = RG + "/providers/" + IDENTITIES + "/{name}"
+FIC = "/federatedIdentityCredentials"
+FIC_ACTION = IDENTITIES + FIC + "/"
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -370,6 +374,24 @@ def _resource_group_put(w: World, who: str) -> list[Call]:
     return [Call("PUT", scope, GROUP + "write", scope, {"location": "local"})]
 
 
+def _fic_put(w: World, who: str) -> list[Call]:
+    identity = w.resource_id(IDENTITIES, w.identity)
+    body = {"properties": {"issuer": "https://issuer.example", "subject": f"sub-{who}-{short()}"}}
+    url = f"{identity}{FIC}/fic-{who.lower()}-{short()}"
+    return [Call("PUT", url, FIC_ACTION + "write", identity, body)]
+
+
+def _fic_existing(method: str, verb: str) -> Spec:
+    def spec(w: World, _who: str) -> list[Call]:
+        identity = w.resource_id(IDENTITIES, w.identity)
+        name = f"fic-{short()}"
+        body = {"properties": {"issuer": "https://issuer.example", "subject": f"s-{name}"}}
+        w.as_admin("PUT", f"{identity}{FIC}/{name}", body)
+        return [Call(method, f"{identity}{FIC}/{name}", FIC_ACTION + verb, identity)]
+
+    return spec
+
+
 def build_specs() -> dict[tuple[str, str], Spec]:
     specs: dict[tuple[str, str], Spec] = {
         ("/providers/Keyless.Directory/principals/{ref}", "GET"): lambda w, _: [
@@ -454,6 +476,26 @@ def build_specs() -> dict[tuple[str, str], Spec]:
             )
             for type_, name in ((APPS, w.app), (IDENTITIES, w.identity))
         ],
+        (APP_ROUTE + "/identityToken", "POST"): lambda w, _: [
+            Call(
+                "POST",
+                w.resource_id(APPS, w.app) + "/identityToken",
+                "Keyless.Web/apps/identityToken/action",
+                w.resource_id(APPS, w.app),
+                {"resource": "api://keyless/postgres"},
+            )
+        ],
+        (IDENTITY_ROUTE + FIC, "GET"): lambda w, _: [
+            Call(
+                "GET",
+                w.resource_id(IDENTITIES, w.identity) + FIC,
+                FIC_ACTION + "read",
+                w.resource_id(IDENTITIES, w.identity),
+            )
+        ],
+        (IDENTITY_ROUTE + FIC + "/{fic}", "PUT"): _fic_put,
+        (IDENTITY_ROUTE + FIC + "/{fic}", "GET"): _fic_existing("GET", "read"),
+        (IDENTITY_ROUTE + FIC + "/{fic}", "DELETE"): _fic_existing("DELETE", "delete"),
         (RES, "PUT"): _resource_calls("write", "PUT"),
         (RES, "GET"): _resource_calls("read", "GET"),
         (RES, "PATCH"): _resource_calls("write", "PATCH"),

@@ -11,6 +11,7 @@ import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
 from keyless.cli import ad, admin, resources, roles
+from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
 from keyless.cli.options import DataDirOption, OutputOption
 from keyless.cli.output import emit, fail, note

@@ -179,4 +179,4 @@ class ApiClient:
             except ValueError:
                 message = response.text
             raise CliError(f"{message} (HTTP {response.status_code})")
-        return response.json()
+        return response.json() if response.content else None

@@ -21,6 +21,7 @@ from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
+from keyless.resources import federation
 from keyless.server.arm import ArmApi
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
@@ -79,6 +80,7 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         # would otherwise match the generic `.../providers/{namespace}/{type}` list.
         *access_api.build_routes(arm, access),
         *host_api.build_routes(arm, authority),
+        *federation.build_routes(arm),
         *resources_api.build_routes(arm),
     ]
     document = openapi_document(all_routes)
