@@ -20,7 +20,7 @@ from keyless.cli.resources import (
     subscription_of,
 )
 from keyless.cli.session import ApiClient, CliError
-from keyless.host.endpoint import TokenError
+from keyless.host.endpoint import IMDS_PATH, TokenError
 from keyless.host.runner import child_environment, run_child, serve_endpoint
 
 
@@ -94,3 +94,38 @@ def app_run(
         except RuntimeError as exc:
             fail(f"{exc} (command: {shlex.join(command)})")
     raise typer.Exit(code)
+
+
+@app_app.command("serve-imds")
+def app_serve_imds(
+    group: GroupOption,
+    name: NameOption,
+    port: Annotated[int, typer.Option(help="Loopback port.")] = 50342,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Serve the app's identities to every process of this machine at the IMDS path, as a VM's
+    identity is (no header secret, `Metadata: true` required). Point clients at it with
+    AZURE_POD_IDENTITY_AUTHORITY_HOST. Ctrl-C stops it."""
+    import signal
+    import threading
+
+    sub = subscription_of(data_dir, subscription)
+    app_path = resource_path(sub, group, APP_TYPE, name)
+    client = ApiClient(paths_for(data_dir))
+    try:
+        client.call("GET", app_path)
+    except CliError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _s, _f: stop.set())
+    try:
+        with serve_endpoint(_fetcher(client, app_path), bind_to_process=False, port=port) as ep:
+            note(
+                f"serving the identities of app {name!r} on {ep.base}{IMDS_PATH}\n"
+                f"  export AZURE_POD_IDENTITY_AUTHORITY_HOST={ep.base}"
+            )
+            stop.wait()
+    except RuntimeError as exc:
+        fail(str(exc))

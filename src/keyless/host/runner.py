@@ -54,6 +54,7 @@ STRIPPED_NAMES = {
 
 @dataclass
 class RunningEndpoint:
+    base: str
     url: str
     header: str
     source: TokenSource
@@ -79,13 +80,21 @@ def child_environment(
 
 
 @contextlib.contextmanager
-def serve_endpoint(fetch: Fetch, bind_to_process: bool = True) -> Iterator[RunningEndpoint]:
-    """The endpoint on a free loopback port, in a thread of its own, for the block's duration."""
+def serve_endpoint(
+    fetch: Fetch, bind_to_process: bool = True, port: int = 0
+) -> Iterator[RunningEndpoint]:
+    """The endpoint on a loopback port (a free one by default), in a thread of its own, for
+    the block's duration."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     running = RunningEndpoint(
+        base=f"http://127.0.0.1:{port}",
         url=f"http://127.0.0.1:{port}{APP_SERVICE_PATH}",
         header=secrets.token_urlsafe(32),
         source=TokenSource(fetch),
