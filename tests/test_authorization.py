@@ -31,7 +31,8 @@ from keyless.store.location import default_store_url
 from tests.support.server import KeylessServer, running_server
 
 MANAGEMENT = "api://keyless/management/.default"
-KINDS = {"public", "tenant-admin", "rbac", "rbac-filtered"}
+# "user": any signed-in user, acting for themselves (approving a device sign-in).
+KINDS = {"public", "tenant-admin", "user", "rbac", "rbac-filtered"}
 # The only routes anybody may call without a management token: OAuth/OIDC discovery, JWKS,
 # the token endpoint itself, the health check and the OpenAPI document.
 PUBLIC = {
@@ -41,6 +42,11 @@ PUBLIC = {
     ("/{tenant}/.well-known/openid-configuration", "GET"),
     ("/{tenant}/discovery/v2.0/keys", "GET"),
     ("/{tenant}/oauth2/v2.0/token", "POST"),
+    # Developer sign-in (public clients): RFC 8628 device authorization, RFC 7009 revocation,
+    # and the static page the device code response points to.
+    ("/{tenant}/oauth2/v2.0/devicecode", "POST"),
+    ("/{tenant}/oauth2/v2.0/revoke", "POST"),
+    ("/device", "GET"),
 }
 ROLES = ("Owner", "Contributor", "Reader")
 PRINCIPALS = (*ROLES, "none")
@@ -679,7 +685,7 @@ def test_tenant_admin_routes_refuse_everyone_else(world: World) -> None:
 
 
 def test_every_protected_route_needs_a_management_token(world: World) -> None:
-    routes = declared(world, {"tenant-admin", "rbac", "rbac-filtered"})
+    routes = declared(world, {"tenant-admin", "user", "rbac", "rbac-filtered"})
     assert len(routes) > 40
     bad = {
         "no token": {},

@@ -1103,7 +1103,6 @@ def test_missing_grant_type(
     [
         "password",
         "authorization_code",
-        "refresh_token",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
     ],
 )

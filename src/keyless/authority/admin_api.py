@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.authority import directory, keys
+from keyless.authority import directory, keys, sessions
 from keyless.authority.context import Authority
 from keyless.authority.directory import DirectoryError
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
@@ -59,6 +59,21 @@ def _is_admin(session: Session, claims: TokenClaims) -> bool:
     return bool(user and user.tenant_id == claims.tenant_id and user.is_tenant_admin)
 
 
+def _is_user(session: Session, claims: TokenClaims) -> bool:
+    """Any signed-in user of the tenant (not an application)."""
+    if claims.idtyp != "user":
+        return False
+    user = session.get(User, claims.object_id)
+    return bool(user and user.tenant_id == claims.tenant_id)
+
+
+# Who may call a route: the kind is declared on the route (see keyless.server.openapi).
+_CALLERS = {
+    "tenant-admin": (_is_admin, "only tenant administrators may change the directory"),
+    "user": (_is_user, "only a signed-in user may do this, for themselves"),
+}
+
+
 class _Denied(Exception):
     pass
 
@@ -67,8 +82,11 @@ class AdminApi:
     def __init__(self, authority: Authority) -> None:
         self.authority = authority
 
-    def route(self, path: str, method: str, action: str, handler: Handler) -> Route:
-        """Wrap `handler` with token checks, the admin check, one transaction and auditing."""
+    def route(
+        self, path: str, method: str, action: str, handler: Handler, who: str = "tenant-admin"
+    ) -> Route:
+        """Wrap `handler` with token checks, the caller check (`who`: tenant administrators,
+        or any signed-in user), one transaction and auditing."""
         writes = method != "GET"
 
         async def endpoint(request: Request) -> Response:
@@ -81,11 +99,11 @@ class AdminApi:
             except BodyTooLarge as exc:
                 return _fail(413, "RequestTooLarge", str(exc))
             return await run_in_threadpool(
-                self._run, request, token, raw, action, handler, writes, trace_id
+                self._run, request, token, raw, action, handler, writes, trace_id, who
             )
 
         route = Route(path, endpoint, methods=[method], name=action)
-        route.keyless_authorization = "tenant-admin"  # type: ignore[attr-defined]
+        route.keyless_authorization = who  # type: ignore[attr-defined]
         return route
 
     def _run(
@@ -97,6 +115,7 @@ class AdminApi:
         handler: Handler,
         writes: bool,
         trace_id: str,
+        who: str = "tenant-admin",
     ) -> Response:
         try:
             claims = validate_access_token(self.authority, token, "management")
@@ -109,10 +128,12 @@ class AdminApi:
             return _fail(400, "BadRequest", "the request body is not valid JSON")
         if not isinstance(body, dict):
             return _fail(400, "BadRequest", "the request body must be a JSON object")
+        allowed, rule = _CALLERS[who]
+        request.state.trace_id = trace_id
         with Session(self.authority.engine) as session:
             try:
                 with session.begin():
-                    if not _is_admin(session, claims):
+                    if not allowed(session, claims):
                         raise _Denied
                     result = handler(session, claims, request, body)
             except _Denied:
@@ -120,8 +141,7 @@ class AdminApi:
                 return _fail(
                     403,
                     "AuthorizationFailed",
-                    f"the caller {claims.object_id} may not perform {action}: only tenant "
-                    "administrators may change the directory",
+                    f"the caller {claims.object_id} may not perform {action}: {rule}",
                 )
             except DirectoryError as exc:
                 if writes:
@@ -242,6 +262,16 @@ def _fic_delete(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> A
 
 def _users(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
     return {"value": directory.list_users(s, c.tenant_id)}
+
+
+def _revoke_sessions(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
+    return sessions.revoke_user_sessions(
+        s, c.tenant_id, r.path_params["id"], c.object_id, r.state.trace_id
+    )
+
+
+def _approve(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    return sessions.decide_device_code(s, c.tenant_id, c.object_id, body, r.state.trace_id)
 
 
 def _group_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
@@ -421,6 +451,16 @@ def build_routes(authority: Authority) -> list[Route]:
         ),
         api.route(f"{p}/resourceApis", "GET", "directory.resourceApis.list", _apis),
         api.route(f"{p}/users", "GET", "directory.users.list", _users),
+        api.route(
+            f"{p}/users/{{id}}/revokeSignInSessions",
+            "POST",
+            "directory.users.revokeSignInSessions",
+            _revoke_sessions,
+        ),
+        # Any signed-in user approves (or denies) a device sign-in, for themselves only.
+        api.route(
+            f"{p}/deviceCodes/approve", "POST", "signIn.deviceCodes.approve", _approve, who="user"
+        ),
         api.route(f"{p}/groups", "POST", "directory.groups.create", _group_create),
         api.route(f"{p}/groups", "GET", "directory.groups.list", _group_list),
         api.route(

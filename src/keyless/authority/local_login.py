@@ -2,7 +2,9 @@
 
 The CLI connects to `login.sock` in the data directory; the kernel reports the peer's uid
 (SO_PEERCRED), which maps to the directory user linked to that OS account. The protocol is one
-JSON line each way: `{"op": "login"}` answered by a management API token in the `az` shape.
+JSON line each way: `{"op": "login"}` answered by a management API token in the `az` shape;
+with `"offline": true` the answer also carries a refresh token of a new sign-in session
+(`keyless.authority.sessions`), which gets tokens for other resources and `keyless logout` revokes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import json
 import socket
 import struct
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyless.authority.context import Authority
-from keyless.authority.tokens import Principal, mint
+from keyless.authority.sessions import CLI_APP_ID, add_refresh_token, start_session, user_principal
+from keyless.authority.tokens import mint
 from keyless.store import audit
 from keyless.store.models import Subscription, User
 
-# The well-known client ID of the Keyless CLI, a public client (as az's is in Entra ID).
-CLI_APP_ID = "7d0c9d42-3b4a-4f83-9d0c-6b5e0c1f2a11"
+__all__ = ["CLI_APP_ID", "login_for_uid", "peer_uid", "serve_login_socket"]
 _MAX_LINE = 4096
 
 
@@ -34,7 +37,9 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-def login_for_uid(authority: Authority, uid: int, tenant_id: str | None) -> dict[str, Any]:
+def login_for_uid(
+    authority: Authority, uid: int, tenant_id: str | None, offline: bool = False
+) -> dict[str, Any]:
     trace_id = str(uuid.uuid4())
     with Session(authority.engine) as session:
         query = select(User).where(User.os_uid == uid)
@@ -69,29 +74,25 @@ def login_for_uid(authority: Authority, uid: int, tenant_id: str | None) -> dict
     snapshot = authority.cache.current()
     tenant = snapshot.tenants[user.tenant_id]
     resource = next(r for r in snapshot.resources[tenant.id].values() if r.name == "management")
-    principal = Principal(
-        user.object_id,
-        "user",
-        CLI_APP_ID,
-        {
-            "upn": user.user_principal_name,
-            "preferred_username": user.user_principal_name,
-            "name": user.display_name,
-            "scp": "user_impersonation",
-            "amr": ["local"],
-        },
-    )
+    now = time.time()
+    session_id = str(uuid.uuid4()) if offline else None
     issued = mint(
         signer=authority.cache.signer(snapshot, tenant.id),
         issuer=authority.issuer(tenant.id),
         tenant=tenant,
-        principal=principal,
+        principal=user_principal(user, "local", session_id),
         resource=resource,
         auth_method="local",
+        now=now,
     )
-    with authority.engine.begin() as connection:
+    refresh_token = None
+    with Session(authority.engine) as session, session.begin():
+        if session_id is not None:
+            sign_in = start_session(session, tenant.id, user.object_id, "local", now, session_id)
+            refresh_token = add_refresh_token(session, sign_in, now)
+            session.flush()
         audit.write(
-            connection,
+            session.connection(),
             audit.AuditRecord(
                 actor=user.object_id,
                 action="login.local",
@@ -99,10 +100,16 @@ def login_for_uid(authority: Authority, uid: int, tenant_id: str | None) -> dict
                 result="granted",
                 trace_id=trace_id,
                 tenant_id=tenant.id,
-                details={"uid": uid, "tokenId": issued.jti, "expiresOn": issued.expires_on},
+                details={
+                    "uid": uid,
+                    "tokenId": issued.jti,
+                    "expiresOn": issued.expires_on,
+                    "sessionId": session_id,
+                },
+                at=now,
             ),
         )
-    return {
+    reply: dict[str, Any] = {
         "accessToken": issued.access_token,
         "expiresOn": issued.expires_on,
         "expires_on": issued.expires_on,
@@ -111,7 +118,11 @@ def login_for_uid(authority: Authority, uid: int, tenant_id: str | None) -> dict
         "subscription": subscription.id if subscription else None,
         "user": {"name": user.user_principal_name, "type": "user", "id": user.object_id},
         "endpoint": authority.endpoint,
+        "clientId": CLI_APP_ID,
     }
+    if refresh_token is not None:
+        reply["refreshToken"] = refresh_token
+    return reply
 
 
 async def serve_login_socket(authority: Authority, path: Path) -> asyncio.AbstractServer:
@@ -132,7 +143,11 @@ async def serve_login_socket(authority: Authority, path: Path) -> asyncio.Abstra
                 else:
                     tenant = request.get("tenant")
                     reply = await asyncio.to_thread(
-                        login_for_uid, authority, uid, tenant if isinstance(tenant, str) else None
+                        login_for_uid,
+                        authority,
+                        uid,
+                        tenant if isinstance(tenant, str) else None,
+                        request.get("offline") is True,
                     )
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()

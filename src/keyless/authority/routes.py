@@ -9,12 +9,13 @@ from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.authority import errors
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError, invalid_request
+from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
 from keyless.authority.token_endpoint import TokenEndpoint, TokenRequest, parse_basic_auth
 from keyless.server.body import BodyTooLarge, read_limited
 
@@ -44,6 +45,7 @@ def discovery_document(authority: Authority, tenant_id: str) -> dict[str, Any]:
         "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
         "token_endpoint": authority.token_endpoint(tenant_id),
         "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+        "revocation_endpoint": f"{base}/oauth2/v2.0/revoke",
         "jwks_uri": f"{base}/discovery/v2.0/keys",
         "response_types_supported": ["token"],
         "subject_types_supported": ["pairwise"],
@@ -54,7 +56,7 @@ def discovery_document(authority: Authority, tenant_id: str) -> dict[str, Any]:
             "private_key_jwt",
         ],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", DEVICE_CODE_GRANT, REFRESH_GRANT],
         "scopes_supported": ["openid", "profile", "offline_access"],
         "claims_supported": [
             "aud",
@@ -77,8 +79,48 @@ def discovery_document(authority: Authority, tenant_id: str) -> dict[str, Any]:
     }
 
 
+def _parse_form(body: bytes, content_type: str) -> dict[str, str]:
+    """An OAuth form body (RFC 6749 3.2), strictly: UTF-8, valid escapes, each field once."""
+    if content_type.split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise invalid_request(
+            "the token request must be form-encoded "
+            "(Content-Type: application/x-www-form-urlencoded)"
+        )
+    try:
+        if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as is
+            raise ValueError("invalid percent-encoding")
+        pairs = parse_qsl(
+            body.decode(),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            max_num_fields=32,
+            errors="strict",  # "%ff" is not UTF-8: refuse it, do not replace it
+        )
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("the form body is not valid URL-encoded UTF-8") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise invalid_request(f"the form field {key[:40]!r} appears more than once")
+        form[key] = value
+    return form
+
+
+_DEVICE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Keyless device sign-in</title></head>
+<body><h1>Approve a device sign-in</h1>
+<p>Someone ran <code>keyless login --use-device-code</code> and was given a code such as
+<code>BCDF-GHJK</code>. If it was you, run this where you are already signed in to Keyless
+(for example on the server's machine, after <code>keyless login</code>):</p>
+<pre>keyless login approve BCDF-GHJK</pre>
+<p>The device is then signed in as <em>you</em>. Add <code>--deny</code> to refuse it. Never
+approve a code that someone else sent you.</p></body></html>
+"""
+
+
 def build_routes(authority: Authority) -> list[Route]:
     endpoint = TokenEndpoint(authority)
+    developer = DeveloperSignIn(authority)
 
     async def openid_configuration(request: Request) -> Response:
         tenant_id = request.path_params["tenant"]
@@ -124,29 +166,7 @@ def build_routes(authority: Authority) -> list[Route]:
                 request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
             )
         try:
-            content_type = request.headers.get("content-type", "").split(";")[0].strip()
-            if content_type != "application/x-www-form-urlencoded":
-                raise invalid_request(
-                    "the token request must be form-encoded "
-                    "(Content-Type: application/x-www-form-urlencoded)"
-                )
-            try:
-                if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as is
-                    raise ValueError("invalid percent-encoding")
-                pairs = parse_qsl(
-                    body.decode(),
-                    keep_blank_values=True,
-                    strict_parsing=bool(body),
-                    max_num_fields=32,
-                    errors="strict",  # "%ff" is not UTF-8: refuse it, do not replace it
-                )
-            except (ValueError, UnicodeDecodeError):
-                raise invalid_request("the form body is not valid URL-encoded UTF-8") from None
-            form: dict[str, str] = {}
-            for key, value in pairs:
-                if key in form:
-                    raise invalid_request(f"the form field {key[:40]!r} appears more than once")
-                form[key] = value
+            form = _parse_form(body, request.headers.get("content-type", ""))
             token_request = TokenRequest(
                 tenant_id=request.path_params["tenant"],
                 form=form,
@@ -166,12 +186,68 @@ def build_routes(authority: Authority) -> list[Route]:
             return response
         return JSONResponse(result, headers=_NO_STORE)
 
+    async def device_authorization(request: Request) -> Response:
+        """RFC 8628 3.1: a device code for the Keyless CLI, to be approved by a signed-in user."""
+        trace_id = str(uuid.uuid4())
+        client_ip = request.client.host if request.client else ""
+        try:
+            body = await read_limited(request, MAX_TOKEN_BODY)
+        except BodyTooLarge as exc:
+            return await refuse(
+                request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
+            )
+        try:
+            form = _parse_form(body, request.headers.get("content-type", ""))
+        except OAuthError as exc:
+            return await refuse(request, exc, trace_id)
+        try:
+            result = await run_in_threadpool(
+                developer.device_authorization,
+                request.path_params["tenant"],
+                form,
+                trace_id,
+                client_ip,
+            )
+        except OAuthError as exc:
+            return _error(exc, trace_id)
+        return JSONResponse(result, headers=_NO_STORE)
+
+    async def revoke(request: Request) -> Response:
+        """RFC 7009: the CLI's `keyless logout` ends its sign-in session here."""
+        trace_id = str(uuid.uuid4())
+        client_ip = request.client.host if request.client else ""
+        try:
+            body = await read_limited(request, MAX_TOKEN_BODY)
+        except BodyTooLarge as exc:
+            return await refuse(
+                request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
+            )
+        try:
+            form = _parse_form(body, request.headers.get("content-type", ""))
+            basic = parse_basic_auth(request.headers.get("authorization"))
+        except OAuthError as exc:
+            return await refuse(request, exc, trace_id)
+        try:
+            await run_in_threadpool(
+                developer.revoke, request.path_params["tenant"], form, basic, trace_id, client_ip
+            )
+        except OAuthError as exc:
+            return _error(exc, trace_id)
+        return Response(status_code=200, headers=_NO_STORE)
+
+    async def device_page(_request: Request) -> Response:
+        return HTMLResponse(_DEVICE_PAGE)
+
     public = [
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/discovery/v2.0/keys", jwks),
         # Clients authenticate in the body; that is the token endpoint's whole job.
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+        # Developer sign-in: public clients, as RFC 8628 and RFC 7009 define them.
+        Route("/{tenant}/oauth2/v2.0/devicecode", device_authorization, methods=["POST"]),
+        Route("/{tenant}/oauth2/v2.0/revoke", revoke, methods=["POST"]),
+        Route("/device", device_page),
     ]
     for route in public:
         route.keyless_authorization = "public"  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from keyless.authority.client_auth import (
 )
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError, invalid_client, invalid_request
+from keyless.authority.sessions import USER_GRANTS, DeveloperSignIn
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
 from keyless.store.models import UsedAssertion
@@ -187,6 +188,7 @@ def _client_id(request: TokenRequest) -> tuple[str, str | None]:
 class TokenEndpoint:
     def __init__(self, authority: Authority) -> None:
         self._authority = authority
+        self._users = DeveloperSignIn(authority)
 
     def handle(self, request: TokenRequest) -> dict[str, object]:
         """The token response, or raises OAuthError; either way the attempt is audited."""
@@ -194,6 +196,8 @@ class TokenEndpoint:
         client_id = "unknown"
         audience = ""
         grant = request.form.get("grant_type", "")
+        if grant in USER_GRANTS:  # developer sign-in: the device code and refresh token grants
+            return self._users.token(request)
         try:
             snapshot = self._authority.cache.current()
             tenant = snapshot.tenants.get(request.tenant_id)
@@ -208,7 +212,9 @@ class TokenEndpoint:
             if grant != "client_credentials":
                 raise OAuthError(
                     "unsupported_grant_type",
-                    "this endpoint supports grant_type=client_credentials",
+                    "this endpoint supports grant_type=client_credentials (applications), "
+                    "urn:ietf:params:oauth:grant-type:device_code and refresh_token (the "
+                    "Keyless CLI's developer sign-in)",
                     errors.UNSUPPORTED_GRANT,
                 )
             client_id, secret = _client_id(request)

@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
-from keyless.cli import ad, admin, resources, roles
+from keyless.cli import ad, admin, resources, roles, signin
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
-from keyless.cli.options import DataDirOption, OutputOption
+from keyless.cli.options import DataDirOption
 from keyless.cli.output import emit, fail, note
-from keyless.cli.session import CliError, endpoint_for, forget_token, local_login, save_token
+from keyless.cli.session import endpoint_for
 
 app = typer.Typer(
     name="keyless",
@@ -149,41 +149,9 @@ def _default_tenant(paths: DataDir) -> str:
     return tenant
 
 
-@app.command()
-def login(
-    data_dir: DataDirOption = None,
-    tenant: Annotated[str | None, typer.Option(help="Tenant to sign in to.")] = None,
-    output: OutputOption = "json",
-) -> None:
-    """Sign in as your OS user, with no password (over the server's local socket)."""
-    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
-    try:
-        token = local_login(paths, tenant)
-    except CliError as exc:
-        fail(str(exc))
-    save_token(paths, token)
-    emit(
-        [
-            {
-                "cloudName": "Keyless",
-                "homeTenantId": token["tenant"],
-                "tenantId": token["tenant"],
-                "id": token.get("subscription"),
-                "isDefault": True,
-                "state": "Enabled",
-                "user": token["user"],
-                "endpoint": token.get("endpoint"),
-            }
-        ],
-        output,
-    )
-
-
-@app.command()
-def logout(data_dir: DataDirOption = None) -> None:
-    """Forget the cached sign-in."""
-    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
-    note("signed out" if forget_token(paths) else "you were not signed in")
+# `keyless login [--use-device-code]`, `keyless login approve CODE` and `keyless logout`.
+app.add_typer(signin.login_app, name="login")
+app.command()(signin.logout)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from typer.core import TyperCommand
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import emit, fail, note
-from keyless.cli.session import CliError, cached_token, local_login, save_token
+from keyless.cli.session import CliError, signed_in
 
 group_app = typer.Typer(help="Resource groups.", no_args_is_help=True)
 identity_app = typer.Typer(help="User-assigned managed identities.", no_args_is_help=True)
@@ -103,16 +103,11 @@ NameOption = Annotated[str, typer.Option("--name", "-n", help="Name.")]
 
 
 def token_of(data_dir: Any) -> dict[str, Any]:
-    """The cached sign-in, signing in again (no password) when it has expired."""
-    paths = paths_for(data_dir)
-    token = cached_token(paths)
-    if token is None:
-        try:
-            token = local_login(paths)
-        except CliError as exc:
-            fail(str(exc))
-        save_token(paths, token)
-    return token
+    """The cached sign-in, refreshed (or signed in again, no password) when it has expired."""
+    try:
+        return signed_in(paths_for(data_dir))
+    except CliError as exc:
+        fail(str(exc))
 
 
 def subscription_of(data_dir: Any, explicit: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import socket
@@ -133,12 +134,19 @@ def run_child(
     command: list[str], env: dict[str, str], cwd: str | None, started: Callable[[int], None]
 ) -> int:
     """Run the child to its end, forwarding signals; its exit code (128+N if killed by N)."""
+    if cwd is not None and not os.path.isdir(cwd):
+        # Popen reports a missing cwd as FileNotFoundError too: say which one is missing.
+        raise RuntimeError(
+            f"cannot start in {cwd!r} (the app's workingDirectory): no such directory"
+        )
     try:
         child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
     except FileNotFoundError:
         raise RuntimeError(f"cannot start {command[0]!r}: no such program") from None
     except PermissionError:
         raise RuntimeError(f"cannot start {command[0]!r}: permission denied") from None
+    except OSError as exc:  # e.g. ENOEXEC: a script without a #! line
+        raise RuntimeError(f"cannot start {command[0]!r}: {exc.strerror}") from None
     started(child.pid)
     previous = {}
     for signum in FORWARDED_SIGNALS:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from keyless.authority import keys
+from keyless.authority import keys, sessions
 from keyless.authority.context import Authority
 from keyless.store.models import Tenant, UsedAssertion
 
@@ -43,6 +43,7 @@ def run_once(authority: Authority, now: float | None = None) -> list[str]:
     with Session(authority.engine) as session, session.begin():
         keys.expire_retired(session, now)
         session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))
+        sessions.purge_expired(session, now)  # device codes, refresh tokens, sign-in sessions
     return rotated
 
 

@@ -292,3 +292,62 @@ class IdentityAttachment(Base):
     )
     identity_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
     __table_args__ = (Index("ix_identity_attachments_identity", "identity_key"),)
+
+
+class DeviceCode(Base):
+    """An RFC 8628 device authorization: both codes are kept only as SHA-256. `status` moves
+    pending -> approved | denied -> redeemed (once); a pending code simply expires."""
+
+    __tablename__ = "device_codes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(36))
+    device_code_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_code_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    resource_id: Mapped[str] = mapped_column(String(36))
+    scope: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16))
+    user_object_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    interval_s: Mapped[int] = mapped_column(Integer)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    last_poll_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_device_codes_tenant_status", "tenant_id", "status"),)
+
+
+class SignInSession(Base):
+    """A user's sign-in on one client: the family every rotated refresh token belongs to.
+    Revoking it (logout, an administrator, a replayed refresh token) ends all of them."""
+
+    __tablename__ = "sign_in_sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_object_id: Mapped[str] = mapped_column(
+        ForeignKey("users.object_id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(36))
+    auth_method: Mapped[str] = mapped_column(String(32))  # "device_code" | "local"
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # the hard limit
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RefreshToken(Base):
+    """One refresh token of a session, as SHA-256 only. A rotated token is kept until it
+    expires so that presenting it again is recognised as a replay."""
+
+    __tablename__ = "refresh_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sign_in_sessions.id", ondelete="CASCADE"), index=True
+    )
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # "active" | "rotated"
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    rotated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
