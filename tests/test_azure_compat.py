@@ -9,7 +9,6 @@ the discovery document alone. Federated credentials are exercised against a real
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -35,14 +34,13 @@ from azure.identity import (
     ClientAssertionCredential,
     ClientSecretCredential,
 )
-from azure.identity.aio import CertificateCredential as AsyncCertificateCredential
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from tests.support.oidc_issuer import OidcIssuer, running_issuer
-from tests.support.server import KeylessServer, running_server
+from tests.support.server import KeylessServer, clean_env, running_server
 
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 MANAGEMENT_AUDIENCE = "api://keyless/management"
@@ -251,26 +249,52 @@ def test_certificate_credential_gets_app_token(
     assert ("x5c" in recorder.assertion_header()) is send_certificate_chain
 
 
+ASYNC_CERTIFICATE_APP = """
+import asyncio, json, sys
+from azure.identity.aio import CertificateCredential
+
+forms = []
+
+def record(request):
+    content = request.http_request.content
+    if isinstance(content, dict) and "grant_type" in content:
+        forms.append({k: v.decode() if isinstance(v, bytes) else v for k, v in content.items()})
+
+async def main():
+    tenant, client_id, cert, authority, scope = sys.argv[1:]
+    async with CertificateCredential(
+        tenant, client_id, certificate_path=cert, authority=authority, raw_request_hook=record
+    ) as credential:
+        token = await credential.get_token(scope)
+    print(json.dumps({"token": token.token, "assertion": forms[0]["client_assertion"]}))
+
+asyncio.run(main())
+"""
+
+
 def test_async_certificate_credential_padded_ps256_assertion_is_accepted(
     server: KeylessServer, cert_app: App
 ) -> None:
-    """The aio credential signs PS256 and base64url-encodes with '=' padding."""
-    recorder = FormRecorder()
+    """The aio credential signs PS256 and base64url-encodes with '=' padding.
 
-    async def get_token() -> str:
-        async with AsyncCertificateCredential(
-            server.tenant_id,
-            cert_app.app_id,
-            certificate_path=str(cert_app.cert_file),
-            authority=server.endpoint,
-            raw_request_hook=recorder,
-        ) as credential:
-            return (await credential.get_token(POSTGRES_SCOPE)).token
-
-    token = asyncio.run(get_token())
-    assert_app_token(server, token, cert_app, POSTGRES_AUDIENCE)
-    assert recorder.assertion_header()["alg"] == "PS256"
-    assert "=" in recorder.forms[0]["client_assertion"]
+    It runs as an app of its own: aiohttp builds its default TLS context when first imported,
+    so trust has to be in the environment when the process starts, as it is for a real app.
+    """
+    env = clean_env(server.data_dir, SSL_CERT_FILE=str(server.ca_file))
+    args = [server.tenant_id, cert_app.app_id, str(cert_app.cert_file), server.endpoint]
+    result = subprocess.run(
+        [sys.executable, "-c", ASYNC_CERTIFICATE_APP, *args, POSTGRES_SCOPE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sent = json.loads(result.stdout)
+    assert_app_token(server, sent["token"], cert_app, POSTGRES_AUDIENCE)
+    assert jwt.get_unverified_header(sent["assertion"])["alg"] == "PS256"
+    assert "=" in sent["assertion"]
 
 
 @pytest.mark.parametrize(("scope", "audience"), AZURE_SCOPES)

@@ -120,15 +120,23 @@ class Machine:
         )
         lines: queue.Queue[str] = queue.Queue()
         err: list[str] = []
+        out: list[str] = []
 
-        def pump() -> None:
+        def pump_stderr() -> None:
             assert process.stderr is not None
             for line in process.stderr:
                 err.append(line)
                 lines.put(line)
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        def pump_stdout() -> None:
+            assert process.stdout is not None
+            out.extend(process.stdout)
+
+        # Both pipes are drained by threads of their own: `communicate` would race the stderr
+        # reader for the last lines (the "denied" message could land in its discarded buffer).
+        readers = [threading.Thread(target=f, daemon=True) for f in (pump_stderr, pump_stdout)]
+        for reader in readers:
+            reader.start()
         try:
             code = None
             deadline = time.monotonic() + 30
@@ -144,13 +152,16 @@ class Machine:
             approved = self.server.cli(*approve, check=not deny)
             if not deny:
                 assert json.loads(approved.stdout)["status"] == "approved"
-            stdout, _ = process.communicate(timeout=60)
+            process.wait(timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        reader.join(timeout=10)
-        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(err))
+        for reader in readers:
+            reader.join(timeout=10)
+        result = subprocess.CompletedProcess(
+            process.args, process.returncode, "".join(out), "".join(err)
+        )
         return result, code
 
 
