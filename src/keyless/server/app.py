@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -23,6 +24,7 @@ from keyless.host import api as host_api
 from keyless.resources import api as resources_api
 from keyless.resources import federation
 from keyless.server.arm import ArmApi
+from keyless.server.errors import ErrorBoundary
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
 from keyless.store.engine import open_engine
@@ -88,6 +90,7 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         routes=all_routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},
+        middleware=[Middleware(ErrorBoundary)],
     )
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,10 @@ def _check_master_key(session: Session, master: MasterKey) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says it is TCP, and without it Nagle's algorithm holds back each
+    # keep-alive response until the client's delayed ACK (~40 ms a request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -145,10 +149,21 @@ def serve(options: ServeOptions) -> None:
             sock.close()  # uvicorn binds it again for its workers; we only checked it is free
             _serve_workers(settings, host, port, options.workers, paths)
         else:
-            asyncio.run(_serve_single(settings, sock, paths))
+            with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+                runner.run(_serve_single(settings, sock, paths))
     finally:
         _remove_runtime_files(paths)
         sock.close()
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop, as the multi-worker path gets through uvicorn's "loop" setting; asyncio's own
+    loop where uvloop is not installed (it is optional in uvicorn[standard] on some systems)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _remove_runtime_files(paths: DataDir) -> None:
