@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,17 @@ from sqlalchemy.orm import Session
 
 from keyless.authority import keys
 from keyless.authority.masterkey import MasterKey
+from keyless.store.audit import AuditRecord
 from keyless.store.engine import StoreUrlError, normalise_store_url, open_engine
-from keyless.store.generation import bump_generation, read_generation
+from keyless.store.generation import (
+    ACCESS_GENERATION,
+    bump_generation,
+    read_generation,
+    read_generations,
+)
+from keyless.store.grant_log import GrantLog
 from keyless.store.migrate import upgrade
-from keyless.store.models import SigningKey, Tenant, UsedAssertion
+from keyless.store.models import AuditEvent, SigningKey, Tenant, UsedAssertion
 from tests.support.postgres import PostgresServer
 from tests.support.server import running_server
 
@@ -76,6 +84,20 @@ def test_generation_moves_with_each_write(engine: Engine) -> None:
         bump_generation(session)
     with engine.connect() as connection:
         assert read_generation(connection) == before + 2
+
+
+def test_both_generations_are_read_in_one_statement(engine: Engine) -> None:
+    """The per-request read (plain SQL with the counters' names written out) sees exactly what
+    the ORM read sees, for both counters, on both stores."""
+    with Session(engine) as session, session.begin():
+        bump_generation(session, ACCESS_GENERATION)
+        bump_generation(session)
+    with engine.connect() as connection:
+        assert read_generations(connection) == (
+            read_generation(connection),
+            read_generation(connection, ACCESS_GENERATION),
+        )
+        assert min(read_generations(connection)) >= 1
 
 
 def test_a_used_assertion_id_is_refused_twice(engine: Engine) -> None:
@@ -166,3 +188,34 @@ def test_a_whole_server_runs_on_postgresql(tmp_path: Path, postgres_server: Post
             )
         assert response.status_code == 200, response.text
         assert any(r["result"] == "granted" for r in server.audit(action="token.issue"))
+
+
+def test_grant_log_commits_concurrent_requests_and_refuses_each_replay_once(
+    engine: Engine,
+) -> None:
+    """Many request threads at once share commits; every jti is claimed by exactly one of
+    the two requests presenting it, and only claimed (or jti-less) records are written."""
+    log = GrantLog(engine)
+    client = str(uuid.uuid4())
+    jtis = [f"jti-{i}" for i in range(40)]
+    jobs = [(jti, f"trace-{jti}-{n}") for jti in jtis for n in range(2)]
+    jobs += [(None, f"trace-none-{n}") for n in range(20)]
+
+    def record(job: tuple[str | None, str]) -> tuple[str | None, bool]:
+        jti, trace = job
+        row = {"client_id": client, "jti": jti, "expires_at": time.time() + 60} if jti else None
+        audit = AuditRecord("bench", "token.issue", "aud", "granted", trace)
+        return jti, log.record(audit, row)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(record, jobs))
+    for jti in jtis:
+        assert sorted(ok for j, ok in outcomes if j == jti) == [False, True]
+    assert all(ok for j, ok in outcomes if j is None)
+    with Session(engine) as session:
+        written = session.scalars(
+            select(AuditEvent.trace_id).where(AuditEvent.trace_id.like("trace-%"))
+        ).all()
+        used = session.scalars(select(UsedAssertion.jti).where(UsedAssertion.client_id == client))
+        assert sorted(used) == sorted(jtis)
+    assert len(written) == len(jtis) + 20

@@ -1,23 +1,27 @@
 """The one decision function: may principal P perform action A at scope S, and why.
 
-Assignments are indexed by principal, and group memberships by member, so a decision looks at
-the caller's own assignments and those of the groups it is in (nested groups too), never at
-all assignments. A scope grants at itself and every scope below it. The index is rebuilt when
-the store's access or directory generation moves, so a revoked role stops working on the next
-request in every process.
+Assignments are indexed by scope and then by holder, and group memberships by member. A scope
+grants at itself and every scope below it, so a decision walks the target's ancestor scopes
+(a handful: the resource, its group, the subscription, the root) and at each one intersects
+who holds assignments there with the caller and the groups it is in (nested groups too). It
+never looks at assignments elsewhere, however many the caller or its groups hold. The index is
+rebuilt when the store's access or directory generation moves, so a revoked role stops working
+on the next request in every process.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import Engine, select
 
 from keyless.access.permissions import BUILT_IN_ROLES, Permissions
-from keyless.access.scopes import is_within, scope_key
-from keyless.store.generation import ACCESS_GENERATION, read_generation
+from keyless.access.scopes import ROOT, scope_key
+from keyless.store.generation import ACCESS_GENERATION, read_generations
 from keyless.store.models import GroupMember, RoleAssignment, RoleDefinition
 
 __all__ = ["ACCESS_GENERATION", "AccessEngine", "AccessIndex", "Decision"]
@@ -32,13 +36,26 @@ class Role:
     assignable_scopes: tuple[str, ...] = ("/",)
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
+    """One role assignment as the index holds it (a tuple: the index makes 100,000s of them)."""
+
     assignment_id: str
     principal_id: str  # who holds the assignment: the caller or one of its groups
     role_id: str
     scope_key: str
     scope: str
+
+
+def ancestor_keys(target_key: str) -> list[str]:
+    """The scope key and every scope key above it, nearest first (whole segments only)."""
+    keys = [target_key]
+    cut = target_key.rfind("/")
+    while cut > 0:
+        keys.append(target_key[:cut])
+        cut = target_key.rfind("/", 0, cut)
+    if target_key != ROOT:
+        keys.append(ROOT)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -71,10 +88,15 @@ class Decision:
 @dataclass
 class AccessIndex:
     roles: dict[str, Role]
-    grants: dict[str, list[Grant]]
+    grants: dict[str, list[Grant]]  # by holder
     groups_of: dict[str, set[str]]
+    grants_at: dict[str, dict[str, list[Grant]]] = field(default_factory=dict)
     _closure: dict[str, frozenset[str]] = field(default_factory=dict)
     _allows: dict[tuple[str, str, bool], bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.grants and not self.grants_at:
+            self.grants_at = grants_by_scope(self.grants)
 
     def principals(self, principal_id: str) -> frozenset[str]:
         """The principal and every group it belongs to, directly or through other groups."""
@@ -101,22 +123,41 @@ class AccessIndex:
             self._allows[key] = allowed
         return allowed
 
+    def _reaching(self, principal_id: str, scope: str) -> Iterator[Grant]:
+        """The assignments that reach `scope` for this principal, nearest scope first."""
+        members = self.principals(principal_id)
+        grants_at = self.grants_at
+        for key in ancestor_keys(scope_key(scope)):
+            holders = grants_at.get(key)
+            if holders is None:
+                continue
+            # Walk the smaller side: who holds grants here, or the caller and its groups.
+            if len(holders) <= len(members):
+                for holder, grants in holders.items():
+                    if holder in members:
+                        yield from grants
+            else:
+                for member in members:
+                    yield from holders.get(member, ())
+
     def applicable(self, principal_id: str, scope: str) -> list[Grant]:
         """Every assignment that reaches `scope` for this principal (own, inherited, group)."""
-        target = scope_key(scope)
-        return [
-            grant
-            for member in self.principals(principal_id)
-            for grant in self.grants.get(member, ())
-            if is_within(grant.scope_key, target)
-        ]
+        return list(self._reaching(principal_id, scope))
 
     def check(self, principal_id: str, action: str, scope: str, data: bool = False) -> Decision:
-        for grant in self.applicable(principal_id, scope):
+        for grant in self._reaching(principal_id, scope):
             if self._role_allows(grant.role_id, action, data):
                 role = self.roles[grant.role_id]
                 return Decision(True, principal_id, action, scope, grant, role.name)
         return Decision(False, principal_id, action, scope)
+
+
+def grants_by_scope(grants: dict[str, list[Grant]]) -> dict[str, dict[str, list[Grant]]]:
+    at: dict[str, dict[str, list[Grant]]] = defaultdict(dict)
+    for holder, held in grants.items():
+        for grant in held:
+            at[grant.scope_key].setdefault(holder, []).append(grant)
+    return dict(at)
 
 
 def built_in_roles() -> dict[str, Role]:
@@ -134,10 +175,7 @@ class AccessEngine:
 
     def index(self) -> AccessIndex:
         with self._engine.connect() as connection:
-            generations = (
-                read_generation(connection),
-                read_generation(connection, ACCESS_GENERATION),
-            )
+            generations = read_generations(connection)
         if generations == self._generations:
             return self._index
         with self._lock:
@@ -170,10 +208,11 @@ class AccessEngine:
                     RoleAssignment.scope_key,
                     RoleAssignment.scope,
                 )
-                for id_, principal, role_id, key, scope in connection.execute(select(*columns)):
-                    grants[principal].append(Grant(id_, principal, role_id, key, scope))
+                for row in connection.execute(select(*columns)):
+                    grants[row[1]].append(Grant(*row))
+                grants_at = grants_by_scope(grants)
             else:
-                roles, grants = current.roles, current.grants
+                roles, grants, grants_at = current.roles, current.grants, current.grants_at
             if new[0] != old[0]:
                 groups_of: dict[str, set[str]] = defaultdict(set)
                 for member, group in connection.execute(
@@ -182,4 +221,4 @@ class AccessEngine:
                     groups_of[member].add(group)
             else:
                 groups_of = current.groups_of
-        return AccessIndex(dict(roles), dict(grants), dict(groups_of))
+        return AccessIndex(dict(roles), dict(grants), dict(groups_of), grants_at)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from keyless.authority.keys import Signer, jwks_document, load_signer, published_keys
 from keyless.authority.masterkey import MasterKey
-from keyless.store.generation import read_generation
+from keyless.store.generation import read_generations
 from keyless.store.models import (
     CertificateCredential,
     ClientSecret,
@@ -104,7 +104,7 @@ class AuthorityCache:
     def current(self) -> Snapshot:
         """The snapshot for the store as it is now; costs one indexed read when nothing moved."""
         with self._engine.connect() as connection:
-            generation = read_generation(connection)
+            generation = read_generations(connection)[0]
         snapshot = self._snapshot
         if snapshot.generation == generation:
             return snapshot

@@ -78,8 +78,9 @@ def unverified_parts(assertion: str) -> tuple[dict[str, object], dict[str, objec
     if len(assertion) > MAX_ASSERTION_BYTES:
         raise invalid_client("the client_assertion is larger than 16 KiB", errors.BAD_ASSERTION)
     try:
-        header = jwt.get_unverified_header(assertion)
-        claims = jwt.decode(assertion, options={"verify_signature": False})
+        # One parse for both parts; the signature is checked later with the chosen key.
+        parts = jwt.decode_complete(assertion, options={"verify_signature": False})
+        header, claims = parts["header"], parts["payload"]
     except jwt.InvalidTokenError:
         raise invalid_client(
             "the client_assertion is not a signed JWT (three base64url parts)",

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
 from keyless.authority.masterkey import MasterKey
+from keyless.store.grant_log import GrantLog
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Authority:
     endpoint: str  # public base URL, e.g. https://localhost:8443; never taken from Host headers
     cache: AuthorityCache
     issuer_keys: IssuerKeys
+    grant_log: GrantLog
 
     @classmethod
     def create(
@@ -30,6 +32,7 @@ class Authority:
             endpoint=endpoint.rstrip("/"),
             cache=AuthorityCache(engine, master),
             issuer_keys=IssuerKeys(extra_ca_files),
+            grant_log=GrantLog(engine),
         )
 
     def issuer(self, tenant_id: str) -> str:

@@ -2,7 +2,8 @@
 
 Runs synchronously (in a worker thread): it is store reads, one RSA signature and one write.
 The write records the assertion's `jti` (refusing replays across every process) and the audit
-record in one transaction, so a granted token is never missing from the audit log.
+record in one transaction, so a granted token is never missing from the audit log; the
+transaction is shared with whatever other requests wait at that moment (`GrantLog`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
-
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
 
 from keyless.authority import errors
 from keyless.authority.cache import ClientRecord, ResourceInfo, Snapshot, TenantInfo
@@ -32,9 +30,7 @@ from keyless.authority.errors import OAuthError, invalid_client, invalid_request
 from keyless.authority.sessions import USER_GRANTS, DeveloperSignIn
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
-from keyless.store.models import UsedAssertion
 
-_INSERT_JTI = insert(UsedAssertion)
 _MAX_FIELD = 16 * 1024
 
 
@@ -280,20 +276,15 @@ class TokenEndpoint:
             },
             at=now,
         )
-        try:
-            with self._authority.engine.begin() as connection:
-                if authenticated.replay_key is not None:
-                    jti, keep_until = authenticated.replay_key
-                    connection.execute(
-                        _INSERT_JTI,
-                        {
-                            "client_id": authenticated.client.app_id,
-                            "jti": jti,
-                            "expires_at": keep_until,
-                        },
-                    )
-                audit.write(connection, record)
-        except IntegrityError:
+        jti_row = None
+        if authenticated.replay_key is not None:
+            jti, keep_until = authenticated.replay_key
+            jti_row = {
+                "client_id": authenticated.client.app_id,
+                "jti": jti,
+                "expires_at": keep_until,
+            }
+        if not self._authority.grant_log.record(record, jti_row):
             exc = invalid_client(
                 "this client_assertion was already used (its jti was seen before); create a "
                 "new assertion for every request",
@@ -324,8 +315,7 @@ class TokenEndpoint:
             tenant_id=tenant_id if known else None,
             details={"errorCode": error.code, "clientIp": client_ip, "tenantPath": tenant_id[:64]},
         )
-        with self._authority.engine.begin() as connection:
-            audit.write(connection, record)
+        self._authority.grant_log.record(record)
 
     def _audit(
         self,
@@ -347,5 +337,4 @@ class TokenEndpoint:
             details={"grant": grant[:64], "errorCode": reason, "clientIp": request.client_ip},
             at=now,
         )
-        with self._authority.engine.begin() as connection:
-            audit.write(connection, record)
+        self._authority.grant_log.record(record)

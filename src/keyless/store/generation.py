@@ -28,6 +28,21 @@ def bump_generation(session: Session, name: str = GENERATION) -> None:
         session.flush()
 
 
+# Read on every token request and every management call, so it skips SQLAlchemy's statement
+# compilation and cache-key work (several times the query's own cost). The names are this
+# module's constants, never input, and plain SQL reads the same on SQLite and PostgreSQL.
+_READ_BOTH = (
+    "SELECT name, value FROM store_state "
+    "WHERE name IN ('directory_generation', 'access_generation')"
+)
+
+
+def read_generations(connection: Connection) -> tuple[int, int]:
+    """Both counters in one statement: (directory generation, access generation)."""
+    values: dict[str, int] = {name: value for name, value in connection.exec_driver_sql(_READ_BOTH)}
+    return int(values.get(GENERATION) or 0), int(values.get(ACCESS_GENERATION) or 0)
+
+
 def read_generation(connection: Connection, name: str = GENERATION) -> int:
     value = connection.execute(select(StoreState.value).where(StoreState.name == name)).scalar()
     return int(value or 0)
