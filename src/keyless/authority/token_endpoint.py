@@ -121,7 +121,8 @@ def _authenticate(
             )
         # Workload identity token files end in a newline that azure-identity sends as is.
         assertion = assertion.strip()
-        header, claims = unverified_parts(assertion)
+        parsed = unverified_parts(assertion)
+        header, claims = parsed.header, parsed.claims
         if client is None:
             raise _unknown_client(client_id, request.tenant_id)
         iss, sub = claims.get("iss"), claims.get("sub")
@@ -131,12 +132,7 @@ def _authenticate(
             f.issuer == iss and f.subject == sub for f in client.federated
         ):
             return check_certificate_assertion(
-                client,
-                assertion,
-                header,
-                claims,
-                authority.assertion_audiences(request.tenant_id),
-                now,
+                client, parsed, authority.assertion_audiences(request.tenant_id), now
             )
         return check_federated_assertion(
             client, assertion, header, claims, authority.issuer_keys, now

@@ -39,7 +39,15 @@ _READ_BOTH = (
 
 def read_generations(connection: Connection) -> tuple[int, int]:
     """Both counters in one statement: (directory generation, access generation)."""
-    values: dict[str, int] = {name: value for name, value in connection.exec_driver_sql(_READ_BOTH)}
+    # On the driver's own cursor: the statement has no parameters, so it reads the same on
+    # sqlite3 and psycopg, and SQLAlchemy's result machinery would cost more than the query.
+    # The pool's reset on return ends the transaction psycopg opens for it.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_READ_BOTH)
+        values: dict[str, int] = dict(cursor.fetchall())
+    finally:
+        cursor.close()
     return int(values.get(GENERATION) or 0), int(values.get(ACCESS_GENERATION) or 0)
 
 
