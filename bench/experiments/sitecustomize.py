@@ -1,0 +1,63 @@
+"""Prototypes of proposed token-endpoint changes, for measuring them before anyone edits src/.
+
+`bench/token_endpoint.py --experiment NAME[,NAME]` starts `keyless serve` with this directory
+on PYTHONPATH and KEYLESS_BENCH_EXPERIMENT set, so Python imports this module at start-up in
+the server and in every worker uvicorn spawns, and patches the running code there only.
+Without KEYLESS_BENCH_EXPERIMENT it does nothing. Nothing here is production code.
+
+  inline        run the token handler on the event loop thread itself (no thread handoff;
+                the grant commit then blocks the loop): the cost of the handoff.
+  generation_ttl  re-read the directory generation at most every KEYLESS_BENCH_GENERATION_TTL_MS
+                (default 250) per process instead of on every request. This changes a
+                guarantee (a removed credential would work for up to that long in other
+                processes), so it is a design decision, measured here only to size it.
+"""
+
+from __future__ import annotations
+
+import os
+
+_EXPERIMENTS = {x for x in os.environ.get("KEYLESS_BENCH_EXPERIMENT", "").split(",") if x}
+
+
+def _generation_ttl() -> None:
+    import time
+    from typing import Any
+
+    from keyless.authority.cache import AuthorityCache
+
+    ttl = float(os.environ.get("KEYLESS_BENCH_GENERATION_TTL_MS", "250")) / 1000
+    original = AuthorityCache.current
+    checked: dict[int, float] = {}
+
+    def current(self: AuthorityCache) -> Any:
+        now = time.monotonic()
+        if now - checked.get(id(self), -1e9) < ttl and self._snapshot.generation >= 0:
+            return self._snapshot
+        snapshot = original(self)
+        checked[id(self)] = now
+        return snapshot
+
+    AuthorityCache.current = current  # type: ignore[method-assign]
+
+
+def _inline() -> None:
+    from typing import Any
+
+    import keyless.authority.routes as routes
+
+    async def run_in_threadpool(func: Any, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    routes.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
+
+
+if _EXPERIMENTS:
+    known = {
+        "inline": _inline,
+        "generation_ttl": _generation_ttl,
+    }
+    for _name in sorted(_EXPERIMENTS):
+        if _name not in known:
+            raise SystemExit(f"unknown KEYLESS_BENCH_EXPERIMENT {_name!r}; know {sorted(known)}")
+        known[_name]()
