@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.access.engine import AccessEngine, Decision
+from keyless.access.engine import AccessEngine, AccessIndex, Decision
 from keyless.access.scopes import ScopeError, parse_scope
 from keyless.authority.context import Authority
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
@@ -153,8 +153,15 @@ class ArmApi:
         if not isinstance(body, dict):
             return arm_error(400, "InvalidRequestContent", "the request body must be an object")
 
+        index: AccessIndex | None = None
+
         def check(wanted: str, at: str) -> Decision:
-            return self.access.check(claims.object_id, wanted, at)
+            # One index per request: a list filtered item by item reads the generations once,
+            # and every decision of the request is made against the same assignments.
+            nonlocal index
+            if index is None:
+                index = self.access.index()
+            return index.check(claims.object_id, wanted, at)
 
         caller = Caller(claims.tenant_id, claims.object_id, check)
         denied: Decision | None = None
