@@ -918,7 +918,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=lambda s: [x for x in s.split(",") if x],
         default=[],
         help="measure prototype changes from bench/experiments/sitecustomize.py (comma-"
-        "separated: generation_ttl, inline); not what src/ does",
+        "separated: generation_ttl, inline, commit_in_thread); not what src/ does",
     )
     p.add_argument(
         "--retries",

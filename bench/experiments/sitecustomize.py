@@ -7,6 +7,8 @@ Without KEYLESS_BENCH_EXPERIMENT it does nothing. Nothing here is production cod
 
   inline        run the token handler on the event loop thread itself (no thread handoff;
                 the grant commit then blocks the loop): the cost of the handoff.
+  commit_in_thread  the issuing thread waits for the grant's commit (as before the route
+                awaited it on the event loop), holding its thread meanwhile.
   generation_ttl  re-read the directory generation at most every KEYLESS_BENCH_GENERATION_TTL_MS
                 (default 250) per process instead of on every request. This changes a
                 guarantee (a removed credential would work for up to that long in other
@@ -52,8 +54,27 @@ def _inline() -> None:
     routes.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
 
 
+def _commit_in_thread() -> None:
+    import contextlib
+    from typing import Any
+
+    from keyless.authority.token_endpoint import TokenEndpoint
+    from keyless.store.grant_log import GrantLogError, wait_for_commit
+
+    original = TokenEndpoint.decide
+
+    def decide(self: TokenEndpoint, request: Any) -> Any:
+        pending = original(self, request)
+        with contextlib.suppress(GrantLogError):  # the route's own wait reports it
+            wait_for_commit(pending.committed)
+        return pending
+
+    TokenEndpoint.decide = decide  # type: ignore[method-assign]
+
+
 if _EXPERIMENTS:
     known = {
+        "commit_in_thread": _commit_in_thread,
         "inline": _inline,
         "generation_ttl": _generation_ttl,
     }

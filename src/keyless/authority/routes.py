@@ -21,6 +21,7 @@ from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
 from keyless.authority.token_endpoint import TokenEndpoint, TokenRequest, parse_basic_auth
 from keyless.server.body import BodyTooLarge, read_limited
+from keyless.store.grant_log import wait_for_commit_async
 
 T = TypeVar("T")
 MAX_TOKEN_BODY = 64 * 1024
@@ -199,7 +200,10 @@ def build_routes(authority: Authority) -> list[Route]:
         except OAuthError as exc:
             return await refuse(request, exc, trace_id)
         try:
-            result = await issuing.run(endpoint.handle, token_request)
+            pending = await issuing.run(endpoint.decide, token_request)
+            # The commit is awaited here, not on the issuing thread, which is free for the
+            # next request meanwhile; that is what lets the writer batch many commits.
+            result = endpoint.conclude(pending, await wait_for_commit_async(pending.committed))
         except OAuthError as exc:
             response = _error(exc, trace_id)
             if exc.status == 401 and token_request.basic_auth is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -30,6 +31,7 @@ from keyless.authority.errors import OAuthError, invalid_client, invalid_request
 from keyless.authority.sessions import USER_GRANTS, DeveloperSignIn
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
+from keyless.store.grant_log import wait_for_commit
 
 _MAX_FIELD = 16 * 1024
 
@@ -177,6 +179,24 @@ def _client_id(request: TokenRequest) -> tuple[str, str | None]:
     return form_id, secret
 
 
+@dataclass
+class PendingGrant:
+    """A decided token request whose audit record (and assertion jti) is on its way to the
+    store. Nothing is answered until `committed` is done: a token is never handed out before
+    its audit record is durable, nor an assertion accepted before its jti is claimed."""
+
+    committed: Future[bool]
+    response: dict[str, object] | None = None  # None when refused
+    error: OAuthError | None = None
+    on_replay: Callable[[], OAuthError] | None = None
+
+
+def _already_committed() -> Future[bool]:
+    done: Future[bool] = Future()
+    done.set_result(True)
+    return done
+
+
 class TokenEndpoint:
     def __init__(self, authority: Authority) -> None:
         self._authority = authority
@@ -184,12 +204,20 @@ class TokenEndpoint:
 
     def handle(self, request: TokenRequest) -> dict[str, object]:
         """The token response, or raises OAuthError; either way the attempt is audited."""
+        pending = self.decide(request)
+        return self.conclude(pending, wait_for_commit(pending.committed))
+
+    def decide(self, request: TokenRequest) -> PendingGrant:
+        """Everything but waiting for the store: authenticate, mint, and queue the records."""
         now = time.time()
         client_id = "unknown"
         audience = ""
         grant = request.form.get("grant_type", "")
         if grant in USER_GRANTS:  # developer sign-in: the device code and refresh token grants
-            return self._users.token(request)
+            try:  # (audited by DeveloperSignIn itself, in its own transactions)
+                return PendingGrant(_already_committed(), self._users.token(request))
+            except OAuthError as exc:
+                return PendingGrant(_already_committed(), error=exc)
         try:
             snapshot = self._authority.cache.current()
             tenant = snapshot.tenants.get(request.tenant_id)
@@ -217,10 +245,19 @@ class TokenEndpoint:
             authenticated = _authenticate(self._authority, client, client_id, request, secret, now)
             issued = self._mint(snapshot, tenant, authenticated, resource, now)
         except OAuthError as exc:
-            self._audit(request, client_id, grant, audience, exc.error, now, reason=exc.code)
-            raise
-        self._record_grant(request, authenticated, issued, audience, now)
-        return issued.oauth_response()
+            committed = self._audit(request, client_id, grant, audience, exc.error, now, exc.code)
+            return PendingGrant(committed, error=exc)
+        return self._record_grant(request, authenticated, issued, audience, now)
+
+    @staticmethod
+    def conclude(pending: PendingGrant, committed: bool) -> dict[str, object]:
+        """The response once the records are committed; raises the refusal's OAuthError."""
+        if pending.error is not None:
+            raise pending.error
+        if not committed and pending.on_replay is not None:
+            raise pending.on_replay()
+        assert pending.response is not None
+        return pending.response
 
     def _mint(
         self,
@@ -253,7 +290,7 @@ class TokenEndpoint:
         issued: IssuedToken,
         audience: str,
         now: float,
-    ) -> None:
+    ) -> PendingGrant:
         record = audit.AuditRecord(
             actor=authenticated.client.app_id,
             action="token.issue",
@@ -280,22 +317,20 @@ class TokenEndpoint:
                 "jti": jti,
                 "expires_at": keep_until,
             }
-        if not self._authority.grant_log.record(record, jti_row):
+
+        def replayed() -> OAuthError:
+            # Nothing was recorded for the grant (its jti was taken): record the refusal.
             exc = invalid_client(
                 "this client_assertion was already used (its jti was seen before); create a "
                 "new assertion for every request",
                 errors.ASSERTION_REPLAYED,
             )
-            self._audit(
-                request,
-                authenticated.client.app_id,
-                "client_credentials",
-                audience,
-                exc.error,
-                now,
-                reason=exc.code,
-            )
-            raise exc from None
+            app_id = authenticated.client.app_id
+            self._audit(request, app_id, "client_credentials", audience, exc.error, now, exc.code)
+            return exc
+
+        committed = self._authority.grant_log.submit(record, jti_row)
+        return PendingGrant(committed, issued.oauth_response(), on_replay=replayed)
 
     def record_refusal(
         self, tenant_id: str, trace_id: str, client_ip: str, error: OAuthError
@@ -322,7 +357,7 @@ class TokenEndpoint:
         error: str,
         now: float,
         reason: int,
-    ) -> None:
+    ) -> Future[bool]:
         record = audit.AuditRecord(
             actor=client_id[:128],
             action="token.issue",
@@ -333,4 +368,4 @@ class TokenEndpoint:
             details={"grant": grant[:64], "errorCode": reason, "clientIp": request.client_ip},
             at=now,
         )
-        self._authority.grant_log.record(record)
+        return self._authority.grant_log.submit(record)

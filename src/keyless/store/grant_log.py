@@ -11,9 +11,13 @@ jti refused everywhere, but N requests cost one commit instead of N.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert
@@ -32,14 +36,16 @@ class GrantLogError(RuntimeError):
     """The store did not commit the request's records; nothing about it was recorded."""
 
 
+logger = logging.getLogger("keyless.store")
+
+
 class _Entry:
-    __slots__ = ("audit", "done", "jti", "outcome")
+    __slots__ = ("audit", "committed", "jti")
 
     def __init__(self, audit: AuditRecord, jti: dict[str, Any] | None) -> None:
         self.audit = audit
         self.jti = jti
-        self.done = threading.Event()
-        self.outcome: bool | BaseException = False
+        self.committed: Future[bool] = Future()
 
 
 class GrantLog:
@@ -52,18 +58,18 @@ class GrantLog:
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
 
-    def record(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> bool:
-        """Commit the audit record (and the assertion's jti row) and return True; return False,
-        recording nothing, when that jti was already used. Raises GrantLogError on store
-        failure."""
+    def submit(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> Future[bool]:
+        """Queue the audit record (and the assertion's jti row). The future becomes True once
+        committed, False (nothing recorded) when that jti was already used, or raises the
+        store's error. An event loop awaits it with `asyncio.wrap_future`, holding no thread."""
         entry = _Entry(audit, jti)
         self._ensure_writer()
         self._queue.put(entry)
-        if not entry.done.wait(COMMIT_TIMEOUT_S):
-            raise GrantLogError(f"the store did not commit within {COMMIT_TIMEOUT_S:.0f} s")
-        if isinstance(entry.outcome, BaseException):
-            raise GrantLogError("the store refused the audit record") from entry.outcome
-        return entry.outcome
+        return entry.committed
+
+    def record(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> bool:
+        """`submit` and wait for the commit. Raises GrantLogError on store failure."""
+        return wait_for_commit(self.submit(audit, jti))
 
     def _ensure_writer(self) -> None:
         # Started on first use, in the process that uses it (server workers are spawned).
@@ -84,6 +90,10 @@ class GrantLog:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            for entry in batch:
+                # From here a waiter that goes away (a client that hung up) can no longer
+                # cancel its entry: the token was minted, so its record is written regardless.
+                entry.committed.set_running_or_notify_cancel()
             try:
                 self._commit(batch)
             except Exception:
@@ -93,31 +103,74 @@ class GrantLog:
                     try:
                         self._commit([entry])
                     except Exception as exc:
-                        entry.outcome = exc
-            for entry in batch:
-                entry.done.set()
+                        # The record itself is not logged: it names clients and addresses.
+                        logger.exception(
+                            "the store refused an audit record (%s)", entry.audit.action
+                        )
+                        _settle(entry, exc)
 
     def _commit(self, batch: Sequence[_Entry]) -> None:
         with self._engine.begin() as connection:
-            claimed = [self._claim(connection, entry) for entry in batch]
+            claimed = self._claim(connection, batch)
             records = [entry.audit for entry, ok in zip(batch, claimed, strict=True) if ok]
             if records:
                 write(connection, *records)
         for entry, ok in zip(batch, claimed, strict=True):
-            entry.outcome = ok
+            _settle(entry, ok)
 
-    def _claim(self, connection: Connection, entry: _Entry) -> bool:
-        if entry.jti is None:
-            return True
-        # RETURNING, not rowcount: the PostgreSQL driver reports -1 for this statement.
-        return connection.execute(self._insert_jti, entry.jti).first() is not None
+    def _claim(self, connection: Connection, batch: Sequence[_Entry]) -> list[bool]:
+        """Insert every jti of the batch in one statement; the rows it returns are the ones
+        that were new. Of two entries with the same jti, the first is the one accepted."""
+        rows = [entry.jti for entry in batch if entry.jti is not None]
+        inserted: set[tuple[str, str]] = set()
+        if rows:
+            result = connection.execute(self._insert_jti, rows)
+            inserted = {(row.client_id, row.jti) for row in result}
+        claimed = []
+        for entry in batch:
+            if entry.jti is None:
+                claimed.append(True)
+                continue
+            key = (entry.jti["client_id"], entry.jti["jti"])
+            claimed.append(key in inserted)
+            inserted.discard(key)  # a second entry with that jti was refused
+        return claimed
 
 
 def _insert_ignoring_duplicates(engine: Engine) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING: a replay returns no row instead of raising
     an error that would abort the whole batch's transaction."""
+    returned = (UsedAssertion.client_id, UsedAssertion.jti)
     if engine.dialect.name == "postgresql":
-        return (
-            postgresql.insert(UsedAssertion).on_conflict_do_nothing().returning(UsedAssertion.jti)
-        )
-    return sqlite.insert(UsedAssertion).on_conflict_do_nothing().returning(UsedAssertion.jti)
+        return postgresql.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
+    return sqlite.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
+
+
+def _settle(entry: _Entry, outcome: bool | Exception) -> None:
+    if entry.committed.cancelled():  # cancelled before the writer took it; nobody waits
+        return
+    if isinstance(outcome, Exception):
+        entry.committed.set_exception(outcome)
+    else:
+        entry.committed.set_result(outcome)
+
+
+def wait_for_commit(committed: Future[bool]) -> bool:
+    try:
+        return committed.result(COMMIT_TIMEOUT_S)
+    except FutureTimeout:
+        raise GrantLogError(f"the store did not commit within {COMMIT_TIMEOUT_S:.0f} s") from None
+    except Exception as exc:
+        raise GrantLogError("the store refused the audit record") from exc
+
+
+async def wait_for_commit_async(committed: Future[bool]) -> bool:
+    """`wait_for_commit` for an event loop: the request waits without holding a thread."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(committed), COMMIT_TIMEOUT_S)
+    except TimeoutError:
+        raise GrantLogError(f"the store did not commit within {COMMIT_TIMEOUT_S:.0f} s") from None
+    except GrantLogError:
+        raise
+    except Exception as exc:
+        raise GrantLogError("the store refused the audit record") from exc
