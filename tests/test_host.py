@@ -2,9 +2,10 @@
 
 Every app here is a small Python script started by the real `keyless app run` (a subprocess of
 the real CLI, against a real server over loopback HTTPS). The scripts use the official
-`azure-identity` package unchanged, or raw httpx, and write what they saw as JSON to a file the
-test reads. The session server is shared with other modules, so every name carries a random
-suffix, and audit records are counted per identity.
+`azure-identity` package unchanged, `keyless.identity`, or raw httpx, and write what they saw as
+JSON to a file the test reads (the newer ones write decoded claims, never a token). The
+session server is shared with other modules, so every name carries a random suffix, and audit
+records are counted per identity.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ emit(result)
 """
 
 RAW_REQUESTS_APP = """
-import httpx
+import httpx, jwt
 # Each case: [path (relative to the endpoint's origin, or null for IDENTITY_ENDPOINT),
 #             query params, headers]; "$HEADER" stands for this run's IDENTITY_HEADER.
+# With ARGS["claims_only"], a token is replaced by its decoded claims before it is written.
 endpoint = httpx.URL(os.environ["IDENTITY_ENDPOINT"])
 results = {}
 with httpx.Client(timeout=30) as http:
@@ -115,12 +117,102 @@ with httpx.Client(timeout=30) as http:
             body = response.json()
         except ValueError:
             body = response.text
+        if ARGS.get("claims_only") and isinstance(body, dict) and "access_token" in body:
+            token = body.pop("access_token")
+            body["claims"] = jwt.decode(token, options={"verify_signature": False})
         results[name] = {"status": response.status_code, "body": body}
 emit(results)
 """
 
+# keyless.identity (sync and async) inside the app. Only decoded claims are written, never a
+# token; the refusals keep their messages (which never hold a token either).
+KEYLESS_IDENTITY_APP = """
+import asyncio, jwt
+from keyless.identity import (
+    ClientAuthenticationError, CredentialUnavailableError, DefaultCredential,
+    ManagedIdentityCredential, aio, clear_token_cache,
+)
+SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+CLAIMS = ("oid", "appid", "xms_mirid", "aud", "tid", "idtyp", "exp", "jti")
+
+def seen(token):
+    claims = jwt.decode(token.token, options={"verify_signature": False})
+    return {"claims": {k: claims.get(k) for k in CLAIMS}, "expires_on": token.expires_on,
+            "refresh_on": getattr(token, "refresh_on", None)}
+
+def refused(exc):
+    return {"refused": True, "type": type(exc).__name__, "message": str(exc),
+            "unavailable": isinstance(exc, CredentialUnavailableError),
+            "status": exc.status_code if isinstance(exc, ClientAuthenticationError) else None}
+
+SELECTED = {
+    "user": {"client_id": ARGS["user_client_id"]},
+    "user_by_resource_id": {"resource_id": ARGS["user_resource_id"]},
+    "user_by_object_id": {"object_id": ARGS["user_object_id"]},
+}
+
+def sync_run():
+    result = {"available": ManagedIdentityCredential().available}
+    result["system"] = seen(ManagedIdentityCredential().get_token(SCOPE))
+    for name, selector in SELECTED.items():
+        result[name] = seen(ManagedIdentityCredential(**selector).get_token(SCOPE))
+    result["default"] = seen(DefaultCredential().get_token_info(SCOPE))
+    for name, make in (
+        ("detached", lambda: ManagedIdentityCredential(client_id=ARGS["detached_client_id"])),
+        ("default_detached",
+         lambda: DefaultCredential(managed_identity_client_id=ARGS["detached_client_id"])),
+    ):
+        try:
+            make().get_token(SCOPE)
+            result[name] = {"refused": False}
+        except Exception as exc:
+            result[name] = refused(exc)
+    return result
+
+async def async_run():
+    result = {}
+    async with aio.ManagedIdentityCredential() as credential:
+        result["available"] = credential.available
+        result["system"] = seen(await credential.get_token(SCOPE))
+    for name, selector in SELECTED.items():
+        async with aio.ManagedIdentityCredential(**selector) as credential:
+            result[name] = seen(await credential.get_token(SCOPE))
+    async with aio.DefaultCredential() as credential:
+        result["default"] = seen(await credential.get_token_info(SCOPE))
+    for name, make in (
+        ("detached", lambda: aio.ManagedIdentityCredential(client_id=ARGS["detached_client_id"])),
+        ("default_detached",
+         lambda: aio.DefaultCredential(managed_identity_client_id=ARGS["detached_client_id"])),
+    ):
+        try:
+            async with make() as credential:
+                await credential.get_token(SCOPE)
+            result[name] = {"refused": False}
+        except Exception as exc:
+            result[name] = refused(exc)
+    return result
+
+sync = sync_run()
+clear_token_cache()  # so the async credentials ask the endpoint themselves
+emit({"sync": sync, "async": asyncio.run(async_run())})
+"""
+
+# One app's code, run unchanged in `keyless app run` and on a developer's machine: it prints
+# only the claims that say whose token it got, never the token.
+SAME_EVERYWHERE_APP = """\
+import json
+
+import jwt
+
+from keyless.identity import DefaultCredential
+
+token = DefaultCredential().get_token("https://ossrdbms-aad.database.windows.net/.default")
+claims = jwt.decode(token.token, options={"verify_signature": False})
+print(json.dumps({name: claims.get(name) for name in ("oid", "idtyp", "xms_mirid")}))
+"""
+
 CONCURRENT_APP = """
-import threading
+import threading, time
 from concurrent.futures import ThreadPoolExecutor
 import httpx
 N = ARGS["n"]
@@ -131,12 +223,14 @@ def one(_):
     with httpx.Client(timeout=60) as http:
         barrier.wait(timeout=60)
         response = http.get(os.environ["IDENTITY_ENDPOINT"], params=params, headers=headers)
-        return {"status": response.status_code, "text": response.text}
+        return {"status": response.status_code, "text": response.text, "at": time.time()}
 with ThreadPoolExecutor(N) as pool:
     answers = list(pool.map(one, range(N)))
+time.sleep(2)  # the later answer comes from the cache, its relative times two seconds less
 with httpx.Client(timeout=60) as http:
     later = http.get(os.environ["IDENTITY_ENDPOINT"], params=params, headers=headers)
-emit({"concurrent": answers, "later": {"status": later.status_code, "text": later.text}})
+at = time.time()
+emit({"concurrent": answers, "later": {"status": later.status_code, "text": later.text, "at": at}})
 """
 
 # Leaks its endpoint variables to a file, shows that it and a grandchild are served, then waits
@@ -169,6 +263,27 @@ stop = Path(ARGS["stop"])
 deadline = time.monotonic() + 60
 while not stop.exists() and time.monotonic() < deadline:
     time.sleep(0.05)
+"""
+
+# Says where its endpoint is, waits (bounded) for the test to say stop, then asks the IMDS path
+# itself, with its header, and writes what it got (claims only) to ARGS["after"].
+WAITING_APP = """
+import time, httpx, jwt
+emit({"pid": os.getpid(), "IDENTITY_ENDPOINT": os.environ["IDENTITY_ENDPOINT"]})
+stop = Path(ARGS["stop"])
+deadline = time.monotonic() + 60
+while not stop.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+response = httpx.get(
+    httpx.URL(os.environ["IDENTITY_ENDPOINT"]).copy_with(path="/metadata/identity/oauth2/token"),
+    params={"api-version": "2018-02-01", "resource": ARGS["resource"]},
+    headers={"Metadata": "true", "X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]},
+    timeout=30,
+)
+body = response.json()
+if "access_token" in body:
+    body = {"claims": jwt.decode(body["access_token"], options={"verify_signature": False})}
+Path(ARGS["after"]).write_text(json.dumps({"status": response.status_code, "body": body}))
 """
 
 SIGNAL_APP = """
@@ -327,6 +442,26 @@ def _end_if_ours(pid: int, script: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def assert_system_identity(world: World, claims: dict[str, Any]) -> None:
+    """A postgres token of the app's system-assigned identity."""
+    assert claims["oid"] == world.app["identity"]["principalId"]
+    assert claims["appid"] == world.system_client_id
+    assert claims["xms_mirid"] == world.app["id"]
+    assert claims["aud"] == POSTGRES  # the Azure name maps to the canonical audience
+    assert claims["tid"] == world.server.tenant_id
+    assert claims["idtyp"] == "app"
+
+
+def assert_user_identity(world: World, claims: dict[str, Any]) -> None:
+    """A postgres token of the user-assigned identity attached to the app."""
+    assert claims["appid"] == world.user["clientId"]
+    assert claims["oid"] == world.user["principalId"]
+    assert claims["xms_mirid"] == world.user["id"]
+    assert claims["xms_mirid"].endswith(f"/providers/{IDENTITY_TYPE}/attached")
+    assert claims["aud"] == POSTGRES
+    assert claims["tid"] == world.server.tenant_id
+
+
 def published_keys(server: KeylessServer) -> dict[str, Any]:
     with server.http() as http:
         config = http.get(f"/{server.tenant_id}/v2.0/.well-known/openid-configuration")
@@ -447,27 +582,17 @@ def test_azure_identity_gets_the_apps_identities_unchanged(
     result = azure_run.result
 
     system = claims_of(result["system"]["token"])
-    assert system["oid"] == world.app["identity"]["principalId"]
-    assert system["appid"] == world.system_client_id
-    assert system["xms_mirid"] == world.app["id"]
-    assert system["aud"] == POSTGRES  # the Azure name maps to the canonical audience
-    assert system["tid"] == world.server.tenant_id
-    assert system["idtyp"] == "app"
+    assert_system_identity(world, system)
     assert result["system"]["expires_on"] == system["exp"]
 
     user = claims_of(result["user"]["token"])
-    assert user["appid"] == world.user["clientId"]
-    assert user["oid"] == world.user["principalId"]
-    assert user["xms_mirid"] == world.user["id"]
-    assert user["xms_mirid"].endswith(f"/providers/{IDENTITY_TYPE}/attached")
-    assert user["aud"] == POSTGRES
+    assert_user_identity(world, user)
     assert result["user"]["expires_on"] == user["exp"]
 
     # DefaultAzureCredential: the operator's AZURE_CLIENT_SECRET & co. were stripped, so the
     # chain reaches the managed identity (with them it would stop at EnvironmentCredential).
     default = claims_of(result["default"]["token"])
-    assert default["oid"] == world.app["identity"]["principalId"]
-    assert default["xms_mirid"] == world.app["id"]
+    assert_system_identity(world, default)
     assert result["default"]["expires_on"] == default["exp"]
     # (refresh_on stays None: MSAL's App Service client keeps only access_token and expires_on
     # from the answer, and derives refresh_in itself only for lifetimes of 2 hours or more.)
@@ -536,9 +661,9 @@ def test_a_stolen_header_is_refused_outside_the_apps_process_tree(
     server = world.server
     script = write_script(tmp_path, LEAKING_APP)
 
-    def steal(flags: tuple[str, ...]) -> tuple[dict[str, Any], httpx.Response, httpx.Response]:
+    def steal(flags: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, httpx.Response]]:
         """Run the leaking app; from this (foreign) process, use what it leaked on the App
-        Service path and on the IMDS path."""
+        Service path and on the IMDS path (with and without the header)."""
         out, stop = tmp_path / f"leak-{len(flags)}.json", tmp_path / f"stop-{len(flags)}"
         args = {"resource": POSTGRES_AZURE, "stop": str(stop)}
         command = [PYTHON, str(script), str(out), json.dumps(args)]
@@ -546,45 +671,108 @@ def test_a_stolen_header_is_refused_outside_the_apps_process_tree(
             leaked = wait_for(out, run)
             process = run.process
             params = {"api-version": "2019-08-01", "resource": POSTGRES_AZURE}
+            header = {"X-IDENTITY-HEADER": leaked["IDENTITY_HEADER"]}
+            imds_url = httpx.URL(leaked["IDENTITY_ENDPOINT"]).copy_with(
+                path="/metadata/identity/oauth2/token"
+            )
+            imds_params = {**params, "api-version": "2018-02-01"}
             # This test process is not in the app's tree: it uses the leaked values.
-            app_service = httpx.get(
-                leaked["IDENTITY_ENDPOINT"],
-                params=params,
-                headers={"X-IDENTITY-HEADER": leaked["IDENTITY_HEADER"]},
-                timeout=30,
-            )
-            imds = httpx.get(
-                httpx.URL(leaked["IDENTITY_ENDPOINT"]).copy_with(
-                    path="/metadata/identity/oauth2/token"
+            responses = {
+                "app service": httpx.get(
+                    leaked["IDENTITY_ENDPOINT"], params=params, headers=header, timeout=30
                 ),
-                params={**params, "api-version": "2018-02-01"},
-                headers={"Metadata": "true"},
-                timeout=30,
-            )
+                "imds": httpx.get(
+                    imds_url, params=imds_params, headers={"Metadata": "true", **header}, timeout=30
+                ),
+                "imds without header": httpx.get(
+                    imds_url, params=imds_params, headers={"Metadata": "true"}, timeout=30
+                ),
+            }
             stop.write_text("stop")
             _, err = process.communicate(timeout=RUN_TIMEOUT_S)
             assert process.returncode == 0, err
-        return leaked, app_service, imds
+        return leaked, responses
 
-    leaked, stolen, stolen_imds = steal(())
+    leaked, stolen = steal(())
     assert leaked["own"] == 200  # the app itself is served...
     assert leaked["grandchild"] == "200"  # ...and so is any process it starts
-    for response in (stolen, stolen_imds):
+    for response in (stolen["app service"], stolen["imds"]):
         assert response.status_code == 403, response.text
         body = response.json()
         assert body["statusCode"] == 403
         assert "not part of the app started by `keyless app run`" in body["message"]
         assert "access_token" not in body
+    assert stolen["imds without header"].status_code == 401, stolen["imds without header"].text
 
     # Once the run is over, the leaked values point at nothing.
     with pytest.raises(httpx.TransportError):
         httpx.get(leaked["IDENTITY_ENDPOINT"], timeout=5)
 
     # Without the binding the very same theft works: the process check is what refused it.
-    leaked, stolen, _ = steal(("--no-process-binding",))
+    # The IMDS path still needs the leaked header: knowing the port is not enough.
+    leaked, stolen = steal(("--no-process-binding",))
     assert leaked["own"] == 200
-    assert stolen.status_code == 200, stolen.text
-    assert claims_of(stolen.json()["access_token"])["oid"] == world.app["identity"]["principalId"]
+    for name in ("app service", "imds"):
+        assert stolen[name].status_code == 200, (name, stolen[name].text)
+        claims = claims_of(stolen[name].json()["access_token"])
+        assert claims["oid"] == world.app["identity"]["principalId"], name
+    assert stolen["imds without header"].status_code == 401, stolen["imds without header"].text
+    assert "access_token" not in stolen["imds without header"].json()
+
+
+def test_without_process_binding_the_imds_path_still_needs_the_header(
+    world: World, tmp_path: Path
+) -> None:
+    """`--no-process-binding` (and any OS where binding cannot apply) leaves the port open to
+    every local process, which can find it by scanning loopback: `Metadata: true` alone must
+    not get the app's token there."""
+    server = world.server
+    script = write_script(tmp_path, WAITING_APP)
+    out, stop, after = tmp_path / "endpoint.json", tmp_path / "stop", tmp_path / "after.json"
+    management = "https://management.azure.com"  # asked for by no other test of this app
+    args = {"resource": management, "stop": str(stop), "after": str(after)}
+    command = [PYTHON, str(script), str(out), json.dumps(args)]
+    with background_run(server, world.group, world.name, command, "--no-process-binding") as run:
+        endpoint = wait_for(out, run)["IDENTITY_ENDPOINT"]
+        before = {r["id"] for r in issuances(server, world.system_client_id)}
+        url = httpx.URL(endpoint).copy_with(path="/metadata/identity/oauth2/token")
+        params = {"api-version": "2018-02-01", "resource": management}
+        # This test process is a stranger to the app: it knows the port, not the header.
+        strangers = {
+            "no header": httpx.get(url, params=params, headers={"Metadata": "true"}, timeout=30),
+            "guessed header": httpx.get(
+                url,
+                params=params,
+                headers={"Metadata": "true", "X-IDENTITY-HEADER": "guessed"},
+                timeout=30,
+            ),
+        }
+        between = issuances(server, world.system_client_id)
+        stop.write_text("stop")
+        _, err = run.process.communicate(timeout=RUN_TIMEOUT_S)
+        assert run.process.returncode == 0, err
+
+    for name, phrases in (
+        ("no header", ("no X-IDENTITY-HEADER", "IDENTITY_HEADER", "keyless app serve-imds")),
+        ("guessed header", ("does not match",)),
+    ):
+        response = strangers[name]
+        assert response.status_code == 401, (name, response.text)
+        body = response.json()
+        assert body["statusCode"] == 401, name
+        assert "access_token" not in body, name
+        message = " ".join(body["message"].split())
+        for phrase in phrases:
+            assert phrase in message, (name, message)
+    assert [r for r in between if r["id"] not in before] == []  # nothing was issued for them
+
+    # The app itself, with its header, is served on the same path: one issuance, its own.
+    app_asked = json.loads(after.read_text())
+    assert app_asked["status"] == 200, app_asked
+    assert app_asked["body"]["claims"]["oid"] == world.app["identity"]["principalId"]
+    new = [r for r in issuances(server, world.system_client_id) if r["id"] not in before]
+    assert len(new) == 1, new
+    assert new[0]["details"]["tokenId"] == app_asked["body"]["claims"]["jti"]
 
 
 # ------------------------------------------------------------------------------- 4. bad input
@@ -648,16 +836,27 @@ def test_bad_requests_to_the_endpoint_get_clear_errors(world: World, tmp_path: P
             {**ok_params, "object_id": world.user["principalId"]},
             header,
         ),
-        "imds without Metadata": (imds_path, imds_params, {}),
-        "imds with Metadata": (imds_path, imds_params, {"Metadata": "true"}),
+        "imds without Metadata": (imds_path, imds_params, header),
+        "imds without header": (imds_path, imds_params, {"Metadata": "true"}),
+        "imds wrong header": (
+            imds_path,
+            imds_params,
+            {"Metadata": "true", "X-IDENTITY-HEADER": "not-the-header"},
+        ),
+        "imds with Metadata and header": (imds_path, imds_params, {"Metadata": "true", **header}),
         "imds wrong api-version": (
             imds_path,
             {**imds_params, "api-version": "1999-01-01"},
-            {"Metadata": "true"},
+            {"Metadata": "true", **header},
         ),
     }
     results = run_script(
-        world.server, tmp_path, world.group, world.name, RAW_REQUESTS_APP, {"cases": cases}
+        world.server,
+        tmp_path,
+        world.group,
+        world.name,
+        RAW_REQUESTS_APP,
+        {"cases": cases, "claims_only": True},
     ).result
 
     def refused(name: str, status: int, *phrases: str) -> None:
@@ -683,17 +882,21 @@ def test_bad_requests_to_the_endpoint_get_clear_errors(world: World, tmp_path: P
     refused("other app's mi_res_id", 400, "not assigned to this app")
     refused("other app's system identity", 400, "not assigned to this app")
     refused("imds without Metadata", 400, "Metadata: true")
+    # Under `keyless app run` the IMDS path needs the header secret as well (Metadata: true is
+    # no secret), and the refusal says where the identity is served instead.
+    refused("imds without header", 401, "X-IDENTITY-HEADER", "IDENTITY_HEADER", "serve-imds")
+    refused("imds wrong header", 401, "does not match")
     refused("imds wrong api-version", 400, "api-version")
 
     for name in ("own user-assigned by mi_res_id", "own user-assigned by object_id"):
         assert results[name]["status"] == 200, (name, results[name])
-        claims = claims_of(results[name]["body"]["access_token"])
+        claims = results[name]["body"]["claims"]
         assert claims["oid"] == world.user["principalId"], name
         assert results[name]["body"]["client_id"] == world.user["clientId"]
 
-    imds = results["imds with Metadata"]
+    imds = results["imds with Metadata and header"]
     assert imds["status"] == 200, imds
-    assert claims_of(imds["body"]["access_token"])["oid"] == world.app["identity"]["principalId"]
+    assert imds["body"]["claims"]["oid"] == world.app["identity"]["principalId"]
     assert imds["body"]["resource"] == POSTGRES_AZURE
 
 
@@ -719,6 +922,7 @@ def test_concurrent_requests_cause_one_issuance(world: World, tmp_path: Path) ->
     assert len(answers) == n + 1
     assert all(a["status"] == 200 for a in answers), answers
     bodies = [json.loads(a["text"]) for a in answers]
+    answered_at = [a["at"] for a in answers]
     assert len({b["access_token"] for b in bodies}) == 1  # all served from one issuance
 
     new = [r for r in after if r["id"] not in {b["id"] for b in before}]
@@ -726,16 +930,19 @@ def test_concurrent_requests_cause_one_issuance(world: World, tmp_path: Path) ->
     assert new[0]["target"] == "api://keyless/vault"
     assert new[0]["details"]["tokenId"] == claims_of(bodies[0]["access_token"])["jti"]
 
-    for body in bodies:
+    for body, at in zip(bodies, answered_at, strict=True):
         for key in ("expires_on", "expires_in", "refresh_in"):
             assert type(body[key]) is int, (key, body[key])  # a JSON integer, not "123"
         assert 0 < body["refresh_in"] < body["expires_in"]
+        # Relative times count from the answer, not from the issuance it was cached from.
+        assert abs(body["expires_on"] - body["expires_in"] - at) <= 2
         assert body["token_type"] == "Bearer"
         assert body["resource"] == resource
         assert body["client_id"] == world.system_client_id
         assert body["expires_on"] == claims_of(body["access_token"])["exp"]
-    # Every answer is the one cached response, so the same numbers throughout.
-    assert len({(b["expires_on"], b["expires_in"], b["refresh_in"]) for b in bodies}) == 1
+    # Every answer is the one cached token, so the same expiry throughout.
+    assert len({b["expires_on"] for b in bodies}) == 1
+    assert bodies[-1]["expires_in"] < bodies[0]["expires_in"]
 
 
 # ----------------------------------------------------------------------- 6. exit code, signals
@@ -969,3 +1176,142 @@ def test_each_issuance_is_audited_without_the_token(world: World, azure_run: Chi
         assert signature not in everything
         assert signature not in log
         assert signature not in azure_run.process.stdout + azure_run.process.stderr
+
+
+# ------------------------------------------------------- 9. keyless.identity, in and out of apps
+
+
+@pytest.fixture(scope="module")
+def keyless_identity_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> ChildRun:
+    """One run of an app using keyless.identity (sync, then async), with the operator's
+    credentials in the parent environment."""
+    return run_script(
+        world.server,
+        tmp_path_factory.mktemp("keyless-identity-app"),
+        world.group,
+        world.name,
+        KEYLESS_IDENTITY_APP,
+        {
+            "user_client_id": world.user["clientId"],
+            "user_resource_id": world.user["id"],
+            "user_object_id": world.user["principalId"],
+            "detached_client_id": world.detached["clientId"],
+        },
+        env={**PARENT_SECRETS, "AZURE_TENANT_ID": world.server.tenant_id},
+    )
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_keyless_identity_gets_the_apps_identities(
+    world: World, keyless_identity_run: ChildRun, flavour: str
+) -> None:
+    result = keyless_identity_run.result[flavour]
+    assert result["available"] is True  # decided from IDENTITY_ENDPOINT/HEADER, no request
+
+    system = result["system"]["claims"]
+    assert_system_identity(world, system)
+    assert result["system"]["expires_on"] == system["exp"]
+
+    # A user-assigned identity attached to the app, named each of the three ways.
+    for name in ("user", "user_by_resource_id", "user_by_object_id"):
+        user = result[name]["claims"]
+        assert_user_identity(world, user)
+        assert result[name]["expires_on"] == user["exp"], name
+
+    # DefaultCredential: the operator's credentials were stripped, so the chain reaches the
+    # managed identity, and gets the very token the system credential cached.
+    default = result["default"]
+    assert_system_identity(world, default["claims"])
+    assert default["claims"]["jti"] == system["jti"]
+    assert default["expires_on"] == default["claims"]["exp"]
+    # Unlike azure-identity's App Service client, the endpoint's refresh_in is kept.
+    assert default["refresh_on"] is not None
+    assert default["refresh_on"] < default["expires_on"]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_keyless_identity_refuses_an_identity_not_attached_to_the_app(
+    world: World, keyless_identity_run: ChildRun, flavour: str
+) -> None:
+    result = keyless_identity_run.result[flavour]
+    detached_id = world.detached["clientId"]
+
+    detached = result["detached"]
+    assert detached["refused"] is True, detached
+    assert detached["type"] == "ClientAuthenticationError"
+    assert detached["unavailable"] is False  # configured, but refused: not "not here"
+    assert detached["status"] == 400
+    message = " ".join(detached["message"].split())
+    assert "is not assigned to this app" in message, message
+    assert detached_id in message
+    assert "keyless app identity assign" in message
+
+    # In DefaultCredential the refusal stops the chain: no fall-through to another identity.
+    chained = result["default_detached"]
+    assert chained["refused"] is True, chained
+    assert chained["unavailable"] is False
+    assert chained["status"] == 400
+    message = " ".join(chained["message"].split())
+    assert "is not assigned to this app" in message, message
+    assert "DeveloperCredential: not tried" in message
+
+
+def test_the_same_script_runs_in_the_app_and_on_a_developer_machine(
+    world: World, tmp_path: Path
+) -> None:
+    """One file, never edited: under `keyless app run` it gets the app's identity; run by a
+    developer after `keyless login`, the developer's own. Only the environment differs."""
+    if len(KEYLESS) != 1:
+        pytest.skip("the `keyless` console script is not installed in this environment")
+    server = world.server
+    script = tmp_path / "app.py"
+    script.write_text(SAME_EVERYWHERE_APP)
+    written = script.read_bytes()
+    # The developer's shell: `eval "$(keyless env)"` (KEYLESS_DATA_DIR comes with server.env)
+    # and the `keyless` command on PATH.
+    developer = {
+        "KEYLESS_ENDPOINT": server.endpoint,
+        "AZURE_AUTHORITY_HOST": server.endpoint,
+        "AZURE_TENANT_ID": server.tenant_id,
+        "REQUESTS_CA_BUNDLE": str(server.ca_file),
+        "SSL_CERT_FILE": str(server.ca_file),
+        "PATH": f"{Path(KEYLESS[0]).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    login = subprocess.run(
+        [*KEYLESS, "login"],
+        env=server.env(**developer),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    assert login.returncode == 0, login.stderr
+    signed_in = kl(server, "account", "show")["user"]["id"]
+    assert signed_in == world.admin_oid
+
+    # (a) In the app, from the same signed-in shell: the managed identity comes first.
+    in_app = run_command(server, world.group, world.name, [PYTHON, str(script)], env=developer)
+    assert in_app.returncode == 0, in_app.stderr
+    assert json.loads(in_app.stdout.strip().splitlines()[-1]) == {
+        "oid": world.app["identity"]["principalId"],
+        "idtyp": "app",
+        "xms_mirid": world.app["id"],
+    }
+
+    # (b) On the developer's machine, as a plain process: the developer's sign-in.
+    on_machine = subprocess.run(
+        [PYTHON, str(script)],
+        env=server.env(**developer),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    assert on_machine.returncode == 0, on_machine.stderr
+    assert json.loads(on_machine.stdout.strip().splitlines()[-1]) == {
+        "oid": signed_in,
+        "idtyp": "user",
+        "xms_mirid": None,
+    }
+
+    assert script.read_bytes() == written  # the very same file, unchanged

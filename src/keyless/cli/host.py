@@ -78,7 +78,7 @@ def app_run(
         )
     if not app.get("identity") or app["identity"].get("type") in (None, "None"):
         note(
-            f"app {name!r} has no managed identity; its tokens requests will be refused "
+            f"app {name!r} has no managed identity; its token requests will be refused "
             f"(`keyless app identity assign -g {group} -n {name}`)"
         )
     settings = {str(k): str(v) for k, v in (properties.get("appSettings") or {}).items()}
@@ -121,7 +121,9 @@ def app_serve_imds(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: stop.set())
     try:
-        with serve_endpoint(_fetcher(client, app_path), bind_to_process=False, port=port) as ep:
+        with serve_endpoint(
+            _fetcher(client, app_path), bind_to_process=False, port=port, shared_imds=True
+        ) as ep:
             note(
                 f"serving the identities of app {name!r} on {ep.base}{IMDS_PATH}\n"
                 f"  export AZURE_POD_IDENTITY_AUTHORITY_HOST={ep.base}"

@@ -2,6 +2,11 @@
 
 It speaks Azure App Service's protocol (`IDENTITY_ENDPOINT` + `X-IDENTITY-HEADER`,
 api-version 2019-08-01) and, for the same identities, the IMDS path with `Metadata: true`.
+Under `keyless app run` the IMDS path needs the `X-IDENTITY-HEADER` secret too: the port is
+reachable by every local process, and without process binding (`--no-process-binding`, or not
+Linux) `Metadata: true` alone would hand them the app's tokens. SDKs never need it there (with
+IDENTITY_ENDPOINT and IDENTITY_HEADER set they choose the App Service protocol). Only
+`keyless app serve-imds`, a machine identity shared by design, serves IMDS without it.
 Tokens come from the authority through `TokenSource` and are served from memory until their
 refresh time; concurrent requests for the same token cause one issuance.
 """
@@ -46,6 +51,14 @@ class CachedToken:
     refresh_at: float
     expires_on: int
 
+    def as_of(self, now: float) -> dict[str, Any]:
+        """The response with its relative times counted from now: a client that times expiry
+        from `expires_in` must not keep a token served from cache past its real `exp`."""
+        answer = dict(self.response)
+        answer["expires_in"] = max(0, self.expires_on - int(now))
+        answer["refresh_in"] = max(0, int(self.refresh_at - now))
+        return answer
+
 
 Fetch = Callable[[str, dict[str, str]], dict[str, Any]]
 
@@ -63,21 +76,22 @@ class TokenSource:
         kind, value = next(iter(selector.items()), ("", ""))
         key = (resource.rstrip("/").lower(), kind, value.lower())
         cached = self._cache.get(key)
-        if cached is not None and time.time() < cached.refresh_at:
-            return cached.response
+        now = time.time()
+        if cached is not None and now < cached.refresh_at:
+            return cached.as_of(now)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             cached = self._cache.get(key)
             now = time.time()
             if cached is not None and now < cached.refresh_at:
-                return cached.response
+                return cached.as_of(now)
             try:
                 answer = await asyncio.to_thread(self._fetch, resource, selector)
             except TokenError:
                 raise
             except Exception:
                 if cached is not None and now < cached.expires_on - 60:
-                    return cached.response  # the authority is away; the token is still good
+                    return cached.as_of(now)  # the authority is away; the token is still good
                 raise
             self.issued += 1
             expires_in = int(answer["expires_in"])
@@ -114,8 +128,34 @@ def _selector(request: Request) -> dict[str, str] | JSONResponse:
     return given
 
 
-def create_endpoint_app(source: TokenSource, header_secret: str) -> Starlette:
+def create_endpoint_app(
+    source: TokenSource, header_secret: str, *, shared_imds: bool = False
+) -> Starlette:
+    """The endpoint's routes. `shared_imds` serves the IMDS path to any local process with
+    `Metadata: true` alone (a machine identity); otherwise it also needs the header secret."""
     expected = header_secret.encode()
+
+    def header_refusal(request: Request, imds: bool) -> JSONResponse | None:
+        """401 unless X-IDENTITY-HEADER matches (compared in constant time)."""
+        presented = request.headers.get("x-identity-header", "").encode()
+        if not presented:
+            if imds:
+                return _error(
+                    401,
+                    "the request has no X-IDENTITY-HEADER: under `keyless app run` the IMDS "
+                    "path also needs the value of the IDENTITY_HEADER environment variable. "
+                    "Use IDENTITY_ENDPOINT (azure-identity and keyless.identity do so when "
+                    "IDENTITY_ENDPOINT and IDENTITY_HEADER are set); for a machine identity "
+                    "shared by every local process, run `keyless app serve-imds`",
+                )
+            return _error(
+                401,
+                "the request has no X-IDENTITY-HEADER; send the value of the "
+                "IDENTITY_HEADER environment variable",
+            )
+        if not hmac.compare_digest(presented, expected):
+            return _error(401, "X-IDENTITY-HEADER does not match this app's IDENTITY_HEADER")
+        return None
 
     async def serve(request: Request, versions: set[str]) -> Response:
         verdict: PeerVerdict | None = request.scope.get("extensions", {}).get("keyless.peer")
@@ -149,21 +189,19 @@ def create_endpoint_app(source: TokenSource, header_secret: str) -> Starlette:
             return _error(503, "the Keyless authority could not be reached; try again shortly")
 
     async def app_service(request: Request) -> Response:
-        presented = request.headers.get("x-identity-header", "").encode()
-        if not presented:
-            return _error(
-                401,
-                "the request has no X-IDENTITY-HEADER; send the value of the "
-                "IDENTITY_HEADER environment variable",
-            )
-        if not hmac.compare_digest(presented, expected):
-            return _error(401, "X-IDENTITY-HEADER does not match this app's IDENTITY_HEADER")
+        refusal = header_refusal(request, imds=False)
+        if refusal is not None:
+            return refusal
         return await serve(request, APP_SERVICE_VERSIONS)
 
     async def imds(request: Request) -> Response:
         if request.headers.get("metadata", "").lower() != "true":
             # Also what a bare probe gets: an answer, so SDKs know the endpoint exists.
             return _error(400, "the request needs the header Metadata: true")
+        if not shared_imds:
+            refusal = header_refusal(request, imds=True)
+            if refusal is not None:
+                return refusal
         return await serve(request, IMDS_VERSIONS)
 
     return Starlette(

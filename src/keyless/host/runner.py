@@ -82,10 +82,11 @@ def child_environment(
 
 @contextlib.contextmanager
 def serve_endpoint(
-    fetch: Fetch, bind_to_process: bool = True, port: int = 0
+    fetch: Fetch, bind_to_process: bool = True, port: int = 0, *, shared_imds: bool = False
 ) -> Iterator[RunningEndpoint]:
     """The endpoint on a loopback port (a free one by default), in a thread of its own, for
-    the block's duration."""
+    the block's duration. `shared_imds` opens the IMDS path to every local process (a machine
+    identity, `keyless app serve-imds`); by default it needs the header secret too."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -108,7 +109,7 @@ def serve_endpoint(
         peer_checked_protocol(root) if bind_to_process and peer.supported() else "httptools"
     )
     config = uvicorn.Config(
-        create_endpoint_app(running.source, running.header),
+        create_endpoint_app(running.source, running.header, shared_imds=shared_imds),
         http=protocol,
         lifespan="off",
         log_level="warning",
