@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -979,21 +980,10 @@ def test_developer_credential_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_developer_credential_with_the_real_cli(
     server: KeylessServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against the real `keyless account get-access-token`, once it exists."""
+    """Against the real `keyless account get-access-token`, in the signed-in user's tenant and,
+    refused with a clear message, in another."""
     if len(KEYLESS) != 1:
         pytest.skip("the `keyless` console script is not installed in this environment")
-    probe = subprocess.run(
-        [*KEYLESS, "account", "get-access-token", "--help"],
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
-        pytest.skip(
-            "`keyless account get-access-token` does not exist yet (developer sign-in is being "
-            "built); the stand-in test covers the contract until then"
-        )
     server.cli("login")
     monkeypatch.setenv("KEYLESS_DATA_DIR", str(server.data_dir))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
@@ -1002,6 +992,13 @@ def test_developer_credential_with_the_real_cli(
     claims = verify(server, token.token, MANAGEMENT_AUDIENCE)
     assert claims["idtyp"] == "user"
     assert token.expires_on == claims["exp"]
+
+    same = DeveloperCredential(tenant_id=server.tenant_id).get_token(MANAGEMENT_SCOPE)
+    assert verify(server, same.token, MANAGEMENT_AUDIENCE)["tid"] == server.tenant_id
+    other = str(uuid.uuid4())
+    with pytest.raises(ClientAuthenticationError) as refused:
+        DeveloperCredential(tenant_id=other).get_token(MANAGEMENT_SCOPE)
+    assert other in str(refused.value) and "keyless login" in str(refused.value)
 
 
 def test_async_context_managers_close(server: KeylessServer, secret_app: App) -> None:

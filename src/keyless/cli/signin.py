@@ -328,6 +328,10 @@ def get_access_token(
         str | None,
         typer.Option(help="Scope instead of --resource, e.g. api://keyless/postgres/.default."),
     ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="The tenant the token must be for (as `az --tenant`; tools pass it)."),
+    ] = None,
     data_dir: DataDirOption = None,
     output: OutputOption = "json",
 ) -> None:
@@ -346,6 +350,13 @@ def get_access_token(
             token, record = resource_token(paths, target)
     except CliError as exc:
         fail(str(exc))
+    signed_in_tenant = str(record.get("tenant") or "")
+    if tenant is not None and tenant.strip().lower() != signed_in_tenant.lower():
+        # One sign-in is one tenant; a token for another needs its own sign-in.
+        fail(
+            f"you are signed in to tenant {signed_in_tenant}, not {tenant.strip()[:64]}; sign in "
+            f"there with `keyless login --use-device-code --tenant {tenant.strip()[:64]}`"
+        )
     expires_on = int(token["expires_on"])
     emit(
         {
