@@ -17,6 +17,7 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +46,33 @@ def _socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | Non
     local, remote = _hex_address(*client), _hex_address(*server)
     family = "tcp6" if ":" in client[0] else "tcp"
     try:
-        lines = (PROC / "net" / family).read_text().splitlines()[1:]
+        table = (PROC / "net" / family).read_bytes()
     except OSError:
         return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 9 and fields[1] == local and fields[2] == remote:
-            return int(fields[9])
-    return None
+    # The table holds every socket on the machine (thousands in TIME_WAIT on a busy host):
+    # find our line with one search instead of splitting them all.
+    at = table.find(f" {local} {remote} ".encode())
+    if at < 0:
+        return None
+    fields = table[at : table.find(b"\n", at)].split()
+    return int(fields[8]) if len(fields) > 8 else None
+
+
+def _children(pid: int) -> list[int] | None:
+    """Direct children from /proc/{pid}/task/*/children; None where the kernel lacks it."""
+    found: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    return found
 
 
 def process_tree(root: int) -> set[int]:
@@ -101,9 +121,27 @@ def check_peer(sock: socket.socket, root_pid: int) -> PeerVerdict:
     inode = _socket_inode((client[0], client[1]), (server[0], server[1]))
     if inode is None:
         return PeerVerdict(False, None, "the caller's socket is not visible in /proc/net")
-    for pid in sorted(process_tree(root_pid)):
+    for pid in _tree_nearest_first(root_pid):
         if _owns_inode(pid, inode):
             return PeerVerdict(True, pid, f"process {pid} in the app's process tree")
     return PeerVerdict(
         False, None, "the calling process is not part of the app started by `keyless app run`"
     )
+
+
+def _tree_nearest_first(root: int) -> Iterator[int]:
+    """The app's processes, the app itself first: walking down from it reads only the tree's
+    own /proc entries; without the kernel's children lists, every process's parent is read."""
+    seen, frontier, done = {root}, [root], set()
+    while frontier:
+        pid = frontier.pop(0)
+        yield pid
+        done.add(pid)
+        children = _children(pid)
+        if children is None:
+            yield from sorted(process_tree(root) - done)
+            return
+        for child in children:
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)

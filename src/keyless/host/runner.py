@@ -8,7 +8,6 @@ process-tree check (Linux) it would still be useless outside this machine's loop
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -30,6 +29,7 @@ from keyless.host.endpoint import (
     create_endpoint_app,
     peer_checked_protocol,
 )
+from keyless.server import loop
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,
@@ -87,7 +87,7 @@ def serve_endpoint(
     """The endpoint on a loopback port (a free one by default), in a thread of its own, for
     the block's duration. `shared_imds` opens the IMDS path to every local process (a machine
     identity, `keyless app serve-imds`); by default it needs the header secret too."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
@@ -118,7 +118,7 @@ def serve_endpoint(
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="keyless-mi", daemon=True
+        target=lambda: loop.run(server.serve(sockets=[sock])), name="keyless-mi", daemon=True
     )
     thread.start()
     try:

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from keyless.authority.tls import (
     server_certificate_needs_renewal,
     server_key_password,
 )
+from keyless.server import loop
 from keyless.server.app import authority_from_env, create_app
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
@@ -149,21 +149,10 @@ def serve(options: ServeOptions) -> None:
             sock.close()  # uvicorn binds it again for its workers; we only checked it is free
             _serve_workers(settings, host, port, options.workers, paths)
         else:
-            with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-                runner.run(_serve_single(settings, sock, paths))
+            loop.run(_serve_single(settings, sock, paths))
     finally:
         _remove_runtime_files(paths)
         sock.close()
-
-
-def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop, as the multi-worker path gets through uvicorn's "loop" setting; asyncio's own
-    loop where uvloop is not installed (it is optional in uvicorn[standard] on some systems)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _remove_runtime_files(paths: DataDir) -> None:
