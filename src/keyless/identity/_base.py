@@ -184,7 +184,11 @@ class HttpCredential(CachingCredential):
             with self._client_lock:
                 client = self._client
                 if client is None:
-                    client = new_client(self._request_hook, trust_env=self._flow.trust_env)
+                    client = new_client(
+                        self._request_hook,
+                        trust_env=self._flow.trust_env,
+                        plain_http=self._flow.plain_http,
+                    )
                     self._client = client
         return client
 

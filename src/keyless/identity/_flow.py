@@ -27,6 +27,8 @@ class TokenFlow(abc.ABC):
     tenant_id: str = ""
     # Managed identity endpoints are local to the host: never through a proxy.
     trust_env: bool = True
+    # Its endpoint is plain http (loopback): no CA bundle to load for it (see new_client).
+    plain_http: bool = False
 
     def resolve_tenant(self, tenant_id: str | None) -> str:
         """The tenant for the cache key and the request (see CachingCredential)."""

@@ -100,6 +100,7 @@ class ManagedIdentityFlow(TokenFlow):
         elif imds:
             base = imds if "://" in imds else "http://" + imds
             self.mode, self.url, self.header = "imds", base.rstrip("/") + IMDS_PATH, ""
+        self.plain_http = self.url.startswith("http://")
         identity = "=".join(self.identity) if self.identity else "system"
         self.cache_id = f"managed|{self.mode}|{self.url}|{identity}"
 

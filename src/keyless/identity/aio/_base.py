@@ -167,7 +167,9 @@ class AsyncHttpCredential(AsyncCachingCredential):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = new_async_client(self._request_hook, trust_env=self._flow.trust_env)
+            self._client = new_async_client(
+                self._request_hook, trust_env=self._flow.trust_env, plain_http=self._flow.plain_http
+            )
         return self._client
 
     async def _fetch(
