@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -77,8 +77,18 @@ class PostgresServer:
     host = "127.0.0.1"
     superuser = "postgres"
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(
+        self,
+        bindir: Path | None = None,
+        hba_lines: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`hba_lines` replace initdb's pg_hba.conf rules for TCP clients (the superuser keeps
+        scram over TCP and trust on the private socket); `env` is added to the server's
+        environment (e.g. LDAPTLS_CACERT for `ldap` authentication over LDAPS)."""
         self.bindir = bindir or find_pg_bindir()
+        self.hba_lines = list(hba_lines or [])
+        self.extra_env = dict(env or {})
         self.password = secrets.token_urlsafe(24)  # never log this
         self.port = 0
         self._tmp: Path | None = None
@@ -109,6 +119,7 @@ class PostgresServer:
             cmd = ["runuser", "-u", self._user.pw_name, "--", *cmd]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
+        env.update(self.extra_env)
         return subprocess.run(
             cmd, cwd=self.base_dir, env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -138,6 +149,8 @@ class PostgresServer:
                 pwfile.unlink(missing_ok=True)
             if res.returncode != 0:
                 raise RuntimeError(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+            if self.hba_lines:
+                self._write_hba()
             self.port = _free_port()
             fast = "fsync=off synchronous_commit=off full_page_writes=off"
             settings = [
@@ -157,6 +170,16 @@ class PostgresServer:
             self.stop()
             raise
         return self
+
+    def _write_hba(self) -> None:
+        rules = [
+            "local all all trust",
+            f"host all {self.superuser} {self.host}/32 scram-sha-256",
+            *self.hba_lines,
+        ]
+        # Opening the existing file keeps its owner and mode (the server's account when root).
+        with (self.data_dir / "pg_hba.conf").open("w") as handle:
+            handle.write("\n".join(rules) + "\n")
 
     def _kill_postmaster(self) -> None:
         """Last resort when pg_ctl cannot stop the server: SIGQUIT, then SIGKILL."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 
+from keyless.authority.cache import Snapshot
 from keyless.authority.context import Authority
 
 LEEWAY_S = 60
@@ -27,7 +28,12 @@ SIGNATURE_ONLY: jwt.types.Options = {
 
 
 class InvalidToken(Exception):
-    """The bearer token is not acceptable; the message says why without repeating it."""
+    """The bearer token is not acceptable; the message says why without repeating it, and
+    `code` names the check that failed (for audit records: `expired`, `wrong_audience`...)."""
+
+    def __init__(self, message: str, code: str = "invalid_token") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -39,49 +45,65 @@ class TokenClaims:
     raw: dict[str, Any]
 
 
-def validate_access_token(authority: Authority, token: str, resource_name: str) -> TokenClaims:
+def validate_access_token(
+    authority: Authority, token: str, resource_name: str, snapshot: Snapshot | None = None
+) -> TokenClaims:
+    """Signature (with the tenant's published keys), issuer, audience and times.
+
+    `snapshot` lets a caller that already read the authority's snapshot for this request (the
+    token gateway does) check against the same one instead of reading the generation again.
+    """
     if len(token) > 16 * 1024:
-        raise InvalidToken("the bearer token is larger than 16 KiB")
+        raise InvalidToken("the bearer token is larger than 16 KiB", "too_large")
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
-        raise InvalidToken("the bearer token is not a JWT") from None
+        raise InvalidToken("the bearer token is not a JWT", "not_a_jwt") from None
     if not isinstance(unverified.get("tid"), str):
-        raise InvalidToken("the bearer token has no tenant (tid) claim")
+        raise InvalidToken("the bearer token has no tenant (tid) claim", "no_tenant")
     tenant_id = unverified["tid"]
-    snapshot = authority.cache.current()
+    if snapshot is None:
+        snapshot = authority.cache.current()
     if tenant_id not in snapshot.tenants:
-        raise InvalidToken("the bearer token names a tenant this server does not know")
+        raise InvalidToken(
+            "the bearer token names a tenant this server does not know", "unknown_tenant"
+        )
     resource = next(
         (r for r in snapshot.resources.get(tenant_id, {}).values() if r.name == resource_name),
         None,
     )
     if resource is None:
-        raise InvalidToken(f"the tenant has no {resource_name} resource API")
+        raise InvalidToken(f"the tenant has no {resource_name} resource API", "no_resource")
     keyset = authority.cache.keyset(snapshot, tenant_id)
     kid = header.get("kid")
     key = next((k for k in keyset.keys if k.key_id == kid), None)
     if key is None:
-        raise InvalidToken("the bearer token was signed by a key this tenant does not publish")
+        raise InvalidToken(
+            "the bearer token was signed by a key this tenant does not publish", "unknown_key"
+        )
     try:
         claims = jwt.decode(token, key, algorithms=["RS256"], options=SIGNATURE_ONLY)
     except jwt.InvalidTokenError:
         raise InvalidToken(
-            "the bearer token's signature does not verify with this tenant's keys"
+            "the bearer token's signature does not verify with this tenant's keys",
+            "bad_signature",
         ) from None
     now = time.time()
     if claims.get("iss") != authority.issuer(tenant_id):
-        raise InvalidToken("the bearer token was issued by another authority")
+        raise InvalidToken("the bearer token was issued by another authority", "wrong_issuer")
     if claims.get("aud") != resource.audience:
         raise InvalidToken(
             f"the bearer token is for {str(claims.get('aud'))[:100]!r}, not {resource.audience}; "
-            f"request a token for {resource.audience}/.default"
+            f"request a token for {resource.audience}/.default",
+            "wrong_audience",
         )
     if not isinstance(claims.get("exp"), int) or claims["exp"] + LEEWAY_S < now:
-        raise InvalidToken("the bearer token has expired; sign in again (`keyless login`)")
+        raise InvalidToken(
+            "the bearer token has expired; sign in again (`keyless login`)", "expired"
+        )
     if isinstance(claims.get("nbf"), int) and claims["nbf"] - LEEWAY_S > now:
-        raise InvalidToken("the bearer token is not valid yet")
+        raise InvalidToken("the bearer token is not valid yet", "not_yet_valid")
     return TokenClaims(
         tenant_id=tenant_id,
         object_id=str(claims.get("oid", "")),

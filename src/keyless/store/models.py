@@ -351,3 +351,19 @@ class RefreshToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     rotated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DatabaseRoleMapping(Base):
+    """Who may log in as a database role on a server through the token gateway: the role was
+    created for `principal_id` (a user, service principal, managed identity or group) of
+    `tenant_id`. `server_key` is the server's gateway name, lower-case (the `ou=` of the bind
+    DN); `role_name` is the role exactly as the database spells it (roles are case-sensitive)."""
+
+    __tablename__ = "database_role_mappings"
+    server_key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    role_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    principal_id: Mapped[str] = mapped_column(String(36), index=True)
+    principal_type: Mapped[str] = mapped_column(String(32))  # User | Group | ServicePrincipal
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(256))
