@@ -5,8 +5,8 @@ on PYTHONPATH and KEYLESS_BENCH_EXPERIMENT set, so Python imports this module at
 the server and in every worker uvicorn spawns, and patches the running code there only.
 Without KEYLESS_BENCH_EXPERIMENT it does nothing. Nothing here is production code.
 
-  inline        run the token handler on the event loop thread itself (no thread handoff;
-                the grant commit then blocks the loop): the cost of the handoff.
+  inline        decide and mint on the event loop thread itself (no thread handoff; the
+                commit is still awaited): what the handoff costs.
   commit_in_thread  the issuing thread waits for the grant's commit (as before the route
                 awaited it on the event loop), holding its thread meanwhile.
   generation_ttl  re-read the directory generation at most every KEYLESS_BENCH_GENERATION_TTL_MS
@@ -48,10 +48,10 @@ def _inline() -> None:
 
     import keyless.authority.routes as routes
 
-    async def run_in_threadpool(func: Any, *args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
+    async def run(self: Any, func: Any, request: Any) -> Any:
+        return func(request)
 
-    routes.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
+    routes._IssuingThreads.run = run  # type: ignore[method-assign]
 
 
 def _commit_in_thread() -> None:
