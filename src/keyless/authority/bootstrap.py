@@ -34,6 +34,7 @@ from keyless.store.engine import open_engine
 from keyless.store.generation import bump_generation
 from keyless.store.migrate import upgrade
 from keyless.store.models import ResourceApi, RoleAssignment, Subscription, Tenant, User
+from keyless.vault.domain import tls_names_for
 
 # The audiences every tenant starts with. The first URI is the canonical `aud`; the rest are the
 # names Azure-written code asks for, mapped to the same resource (DESIGN.md "Tokens").
@@ -242,7 +243,7 @@ def initialise(
     if extra:
         config.tls_names = [*config.tls_names, *extra]
         config_changed = True
-    _tls(paths, master, config.tls_names, report)
+    _tls(paths, master, [*config.tls_names, *tls_names_for(config.endpoint())], report)
     engine = open_engine(config.effective_store_url(paths))
     try:
         upgrade(engine)

@@ -95,9 +95,15 @@ class Snapshot:
 
 
 class AuthorityCache:
-    def __init__(self, engine: Engine, master: MasterKey) -> None:
+    def __init__(
+        self, engine: Engine, master: MasterKey, aliases: dict[str, str] | None = None
+    ) -> None:
         self._engine = engine
         self._master = master
+        # Identifier URIs that depend on where this server answers (the vault audience
+        # `https://vault.{host}:{port}`), by resource API name; not stored, so a changed
+        # public host or port needs no store update.
+        self._aliases = {uri.lower().rstrip("/"): name for uri, name in (aliases or {}).items()}
         self._lock = threading.Lock()
         self._snapshot = Snapshot(generation=-1, tenants={}, resources={})
 
@@ -126,6 +132,9 @@ class AuthorityCache:
                 by_name[api.id.lower()] = info
                 for uri in api.identifier_uris:
                     by_name[uri.lower().rstrip("/")] = info
+                for alias, name in self._aliases.items():
+                    if api.name == name:
+                        by_name.setdefault(alias, info)
             return Snapshot(generation=generation, tenants=tenants, resources=resources)
 
     def signer(self, snapshot: Snapshot, tenant_id: str) -> Signer:

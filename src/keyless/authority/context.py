@@ -11,6 +11,7 @@ from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
 from keyless.authority.masterkey import MasterKey
 from keyless.store.grant_log import GrantLog
+from keyless.vault.domain import VaultDomain
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Authority:
             engine=engine,
             master=master,
             endpoint=endpoint.rstrip("/"),
-            cache=AuthorityCache(engine, master),
+            cache=AuthorityCache(engine, master, _endpoint_aliases(endpoint)),
             issuer_keys=IssuerKeys(extra_ca_files),
             grant_log=GrantLog(engine),
         )
@@ -44,3 +45,10 @@ class Authority:
     def assertion_audiences(self, tenant_id: str) -> set[str]:
         """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths)."""
         return {self.token_endpoint(tenant_id), f"{self.endpoint}/{tenant_id}/oauth2/token"}
+
+
+def _endpoint_aliases(endpoint: str) -> dict[str, str]:
+    """The vault audience for this endpoint (`https://vault.localhost:8443`): the Key Vault
+    client asks for a token for the audience its vault's challenge names."""
+    domain = VaultDomain.from_endpoint(endpoint)
+    return {domain.audience: "vault"} if domain.usable else {}

@@ -431,6 +431,9 @@ def put_resource(
             system, users = False, {}
         _apply_identity(session, caller, resource, system, users, merge)
     session.flush()
+    if resource_type.after_write is not None:
+        resource_type.after_write(session, resource, created)
+        session.flush()
     return resource_json(resource), created
 
 

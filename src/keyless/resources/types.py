@@ -21,6 +21,9 @@ class ResourceType:
     validate: Callable[[Properties], Properties]
     accepts_identity: bool = False  # may hold system- and user-assigned identities
     is_identity: bool = False  # is itself a user-assigned identity
+    # Called as after_write(session, resource, created) in the request's transaction once the
+    # row is written (a vault registers its host name); may raise ResourceError to refuse.
+    after_write: Callable[[Any, Any, bool], None] | None = None
 
     @property
     def namespace(self) -> str:

@@ -28,6 +28,9 @@ from keyless.server.errors import ErrorBoundary
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
 from keyless.store.engine import open_engine
+from keyless.vault.api import VaultHosts, VaultService
+from keyless.vault.domain import VaultDomain
+from keyless.vault.resource import register_vault_type
 
 
 def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
@@ -73,6 +76,9 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
     openapi_route.keyless_authorization = "public"  # type: ignore[attr-defined]
     access = AccessEngine(authority.engine)
     arm = ArmApi(authority, access)
+    vault_domain = VaultDomain.from_endpoint(authority.endpoint)
+    register_vault_type(vault_domain)
+    vaults = VaultService(authority, access, vault_domain)
     all_routes: list[BaseRoute] = [
         healthz,
         openapi_route,
@@ -90,7 +96,8 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         routes=all_routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},
-        middleware=[Middleware(ErrorBoundary)],
+        # Requests for `{vault}.vault.{host}` go to the vault's data plane (issue #6).
+        middleware=[Middleware(ErrorBoundary), Middleware(VaultHosts, service=vaults)],
     )
 
 

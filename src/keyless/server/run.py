@@ -37,6 +37,7 @@ from keyless.server.app import authority_from_env, create_app
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
+from keyless.vault.domain import tls_names_for
 
 
 class ServeError(RuntimeError):
@@ -73,11 +74,14 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
     finally:
         engine.dispose()
     tls = TlsFiles.in_dir(paths.root)
-    if server_certificate_needs_renewal(tls, config.tls_names):
-        names = list(dict.fromkeys([*server_certificate_names(tls), *config.tls_names]))
-        issue_server_certificate(tls, master, names)
     port = options.port if options.port is not None else config.port
     endpoint = config.endpoint(port)
+    # Vault hosts (`*.vault.{public host}`, issue #6): a data directory made before vaults gets
+    # its server certificate reissued by the same CA once, so clients keep trusting it.
+    wanted = [*config.tls_names, *tls_names_for(endpoint)]
+    if server_certificate_needs_renewal(tls, wanted):
+        names = list(dict.fromkeys([*server_certificate_names(tls), *wanted]))
+        issue_server_certificate(tls, master, names)
     return paths, config, store_url, endpoint
 
 

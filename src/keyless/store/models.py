@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -367,3 +368,60 @@ class DatabaseRoleMapping(Base):
     principal_type: Mapped[str] = mapped_column(String(32))  # User | Group | ServicePrincipal
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(256))
+
+
+class Vault(Base):
+    """A `Keyless.Vault/vaults` resource's data-plane record. `name` is the vault's DNS label,
+    lower-case and unique in the store (it is the host name's first label). `sealed_key` is the
+    vault's AES-256 data key sealed by the master key; made on the first secret write."""
+
+    __tablename__ = "vaults"
+    name: Mapped[str] = mapped_column(String(24), primary_key=True)
+    resource_key: Mapped[str] = mapped_column(
+        ForeignKey("resources.key", ondelete="CASCADE"), unique=True
+    )
+    resource_id: Mapped[str] = mapped_column(String(1024))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    retention_days: Mapped[int] = mapped_column(Integer, default=90)
+    sealed_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class VaultSecret(Base):
+    """A secret's name in a vault (compared lower-case, as Key Vault does). A soft-deleted
+    secret keeps its versions until purged or recovered."""
+
+    __tablename__ = "vault_secrets"
+    vault_name: Mapped[str] = mapped_column(
+        ForeignKey("vaults.name", ondelete="CASCADE"), primary_key=True
+    )
+    name_key: Mapped[str] = mapped_column(String(127), primary_key=True)
+    name: Mapped[str] = mapped_column(String(127))
+    latest_version: Mapped[str] = mapped_column(String(32))
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    purge_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class VaultSecretVersion(Base):
+    """One version of a secret: the value sealed with the vault's data key (never in clear),
+    and its attributes."""
+
+    __tablename__ = "vault_secret_versions"
+    vault_name: Mapped[str] = mapped_column(String(24), primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(127), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sealed_value: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    not_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["vault_name", "name_key"],
+            ["vault_secrets.vault_name", "vault_secrets.name_key"],
+            ondelete="CASCADE",
+        ),
+    )
