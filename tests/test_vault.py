@@ -244,6 +244,20 @@ def test_a_secrets_user_reads_but_cannot_write_and_no_role_gets_nothing(
     )
 
 
+def test_an_owner_manages_the_vault_but_cannot_read_its_values(
+    server: KeylessServer, vault: dict[str, Any], principals: dict[str, Principal]
+) -> None:
+    """As in Azure: Owner's `*` covers control actions only; reading a value is a data action
+    that needs a Vault Secrets role, even for whoever may delete the vault."""
+    _client(server, vault, principals["Vault Secrets Officer"]).set_secret("owned", "not-yours")
+    owner = _principal(server, vault, "Owner")
+    with pytest.raises(HttpResponseError) as refused:
+        _client(server, vault, owner).get_secret("owned")
+    assert refused.value.status_code == 403
+    assert "Keyless.Vault/vaults/secrets/getSecret/action" in str(refused.value.message)
+    assert "not-yours" not in str(refused.value.message)
+
+
 def test_disabled_expired_and_not_yet_valid_secrets_are_not_served(
     server: KeylessServer, vault: dict[str, Any], principals: dict[str, Principal]
 ) -> None:
