@@ -375,7 +375,16 @@ def run_script(
     )
     assert process.returncode == 0, f"exit {process.returncode}\n{process.stderr}"
     assert "Traceback" not in process.stderr, process.stderr
-    return ChildRun(process, json.loads(out.read_text()))
+    return ChildRun(process, read_once(out))
+
+
+def read_once(path: Path) -> Any:
+    """A child's result, removed once read: some hold tokens or the identity header, which
+    must not outlive the test in files (pytest keeps the last runs' temporary directories)."""
+    try:
+        return json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -394,7 +403,7 @@ def wait_for(path: Path, run: Background) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path.name} did not appear within {WAIT_S}s")
         time.sleep(0.05)
-    result = json.loads(path.read_text())
+    result = read_once(path)
     if isinstance(result, dict) and isinstance(result.get("pid"), int):
         run.children.append(result["pid"])
     return result
@@ -767,7 +776,7 @@ def test_without_process_binding_the_imds_path_still_needs_the_header(
     assert [r for r in between if r["id"] not in before] == []  # nothing was issued for them
 
     # The app itself, with its header, is served on the same path: one issuance, its own.
-    app_asked = json.loads(after.read_text())
+    app_asked = read_once(after)
     assert app_asked["status"] == 200, app_asked
     assert app_asked["body"]["claims"]["oid"] == world.app["identity"]["principalId"]
     new = [r for r in issuances(server, world.system_client_id) if r["id"] not in before]
@@ -1025,7 +1034,7 @@ def test_app_settings_become_environment_variables(world: World, tmp_path: Path)
     # the app's own setting of the same name is not.
     done = run_command(server, world.group, name, None, env={"AZURE_CLIENT_ID": "operator's"})
     assert done.returncode == 0, done.stderr
-    env = json.loads(out.read_text())["env"]
+    env = read_once(out)["env"]
     assert env["GREETING"] == "hello world"
     assert env["DB.NAME"] == "orders=main"
     assert env["AZURE_CLIENT_ID"] == world.user["clientId"]
