@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
-from keyless.cli import ad, admin, gateway, resources, roles, signin
+from keyless.cli import ad, admin, gateway, resources, roles, signin, vault
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
 from keyless.cli.options import DataDirOption
@@ -35,6 +35,7 @@ app.add_typer(resources.identity_app, name="identity")
 app.add_typer(resources.app_app, name="app")
 app.add_typer(roles.app, name="role")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(vault.vault_app, name="vault")
 
 
 @app.command()

@@ -1,0 +1,411 @@
+"""`keyless vault` and `keyless vault secret`: vaults (the resource manager, like `keyless
+identity`) and their secrets (each vault's Key Vault data plane), in the shape of `az keyvault`.
+
+Secret commands call `https://{vault}.vault.{host}:{port}/secrets/...` with a token for
+api://keyless/vault. `*.vault.localhost` does not resolve everywhere, so the CLI connects to the
+server's own address and names the vault in the TLS SNI and the Host header; the certificate is
+verified for the vault's host name against the Keyless CA. A secret's value is printed only when
+asked (`show --show-value`), and can be given from a file or stdin rather than the command line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import httpx
+import typer
+
+from keyless.cli.admin import call
+from keyless.cli.options import DataDirOption, OutputOption, paths_for
+from keyless.cli.output import emit, fail, note
+from keyless.cli.resources import (
+    AzCommand,
+    GroupOption,
+    NameOption,
+    SubscriptionOption,
+    TagsOption,
+    _list,
+    _tags,
+    app_json,
+    resource_path,
+    show,
+    subscription_of,
+)
+from keyless.cli.session import (
+    CliError,
+    endpoint_for,
+    http_client,
+    is_remote,
+    resource_token,
+)
+from keyless.vault.domain import VaultDomain
+
+vault_app = typer.Typer(help="Vaults and their secrets.", no_args_is_help=True)
+secret_app = typer.Typer(help="A vault's secrets (its data plane).", no_args_is_help=True)
+vault_app.add_typer(secret_app, name="secret")
+
+VAULT_TYPE = "Keyless.Vault/vaults"
+VAULT_SCOPE = "api://keyless/vault/.default"
+API_VERSION = "7.5"
+# The server's rules (keyless.vault.resource and keyless.vault.api), checked here too so that a
+# bad name is refused before it becomes part of a host name or a URL path.
+_VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
+
+
+# ------------------------------------------------------------------------------------ vaults
+
+
+def _vault_row(vault: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": vault["name"],
+        "resourceGroup": vault.get("resourceGroup"),
+        "location": vault.get("location"),
+        "vaultUri": vault.get("properties", {}).get("vaultUri"),
+    }
+
+
+VAULT_COLUMNS = ["name", "resourceGroup", "location", "vaultUri"]
+
+
+@vault_app.command("create", cls=AzCommand)
+def vault_create(
+    group: GroupOption,
+    name: NameOption,
+    location: Annotated[str | None, typer.Option("--location", "-l")] = None,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            "--retention-days",
+            help="Days a deleted secret stays recoverable, 7 to 90 \\[default: 90].",
+            show_default=False,
+        ),
+    ] = None,
+    tags: TagsOption = None,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Create a vault (or update one that exists). Reading and writing its secrets needs a
+    Vault Secrets role on it, which `keyless role assignment create` gives."""
+    sub = subscription_of(data_dir, subscription)
+    body: dict[str, Any] = {"tags": _tags(tags) or {}, "properties": {}}
+    if location is not None:
+        body["location"] = location
+    if retention_days is not None:
+        body["properties"]["softDeleteRetentionInDays"] = retention_days
+    created = call(data_dir, "PUT", resource_path(sub, group, VAULT_TYPE, name), body)
+    show(app_json(created), output, VAULT_COLUMNS, _vault_row)
+
+
+@vault_app.command("list")
+def vault_list(
+    group: Annotated[
+        str | None, typer.Option("--resource-group", "-g", help="Only this resource group.")
+    ] = None,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Vaults you may read."""
+    sub = subscription_of(data_dir, subscription)
+    vaults = [app_json(r) for r in _list(data_dir, sub, group, VAULT_TYPE)]
+    show(vaults, output, VAULT_COLUMNS, _vault_row)
+
+
+@vault_app.command("show")
+def vault_show(
+    group: GroupOption,
+    name: NameOption,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """One vault."""
+    sub = subscription_of(data_dir, subscription)
+    found = call(data_dir, "GET", resource_path(sub, group, VAULT_TYPE, name))
+    show(app_json(found), output, VAULT_COLUMNS, _vault_row)
+
+
+@vault_app.command("delete")
+def vault_delete(
+    group: GroupOption,
+    name: NameOption,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Delete a vault."""
+    sub = subscription_of(data_dir, subscription)
+    emit(call(data_dir, "DELETE", resource_path(sub, group, VAULT_TYPE, name)), output)
+
+
+# ---------------------------------------------------------------------------- the data plane
+
+
+def _vault_name(name: str) -> str:
+    if not _VAULT_NAME.match(name):
+        fail(
+            f"the vault name {name[:60]!r} is not valid: use 3-24 letters, digits and hyphens, "
+            "starting with a letter, ending with a letter or digit, no '--'"
+        )
+    return name.lower()
+
+
+def _secret_name(name: str) -> str:
+    if not _SECRET_NAME.match(name):
+        fail(f"the secret name {name[:60]!r} is not valid: use 1-127 letters, digits and hyphens")
+    return name
+
+
+def _version(version: str | None) -> str:
+    if version is None:
+        return ""
+    if not _VERSION.match(version):
+        fail(f"the version {version[:60]!r} is not valid: a version is 32 hexadecimal digits")
+    return f"/{version}"
+
+
+def _refused(response: httpx.Response) -> NoReturn:
+    try:
+        error = response.json().get("error", {})
+        message = str(error.get("message") or "").strip()
+    except (ValueError, AttributeError):
+        message = ""
+    message = message or response.reason_phrase or "the vault refused the request"
+    fail(f"{message} (HTTP {response.status_code})")
+
+
+def vault_call(
+    data_dir: Any,
+    vault: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+) -> Any:
+    """A data plane request to `vault`, as the signed-in user; its JSON (None for no content)."""
+    name = _vault_name(vault)
+    paths = paths_for(data_dir)
+    try:
+        token, record = resource_token(paths, VAULT_SCOPE)
+        remote = is_remote(record)
+        endpoint = str(record["endpoint"]) if remote else endpoint_for(paths)
+        ca = (record.get("caFile") if remote else None) or os.environ.get("KEYLESS_CA_FILE")
+        if not ca and paths.ca_cert.exists():
+            ca = str(paths.ca_cert)
+        http = http_client(endpoint, str(ca) if ca else None)
+    except CliError as exc:
+        fail(str(exc))
+    domain = VaultDomain.from_endpoint(endpoint)
+    if not domain.usable:
+        fail(
+            f"vaults need a DNS name for the server ({domain.host} is not one); use an endpoint "
+            "such as https://localhost:PORT"
+        )
+    vault_host = urlsplit(domain.vault_url(name)).netloc
+    headers = {"Authorization": f"Bearer {token['accessToken']}", "Host": vault_host}
+    with http:
+        try:
+            # Connect to the server's address; present and verify the vault's host name.
+            response = http.request(
+                method,
+                path,
+                params={"api-version": API_VERSION},
+                json=body,
+                headers=headers,
+                extensions={"sni_hostname": vault_host.rsplit(":", 1)[0]},
+            )
+        except httpx.HTTPError as exc:
+            fail(
+                f"cannot reach the vault {name} at {endpoint} ({type(exc).__name__}: {exc}); is "
+                "the Keyless server running?"
+            )
+    if response.status_code >= 400:
+        _refused(response)
+    return response.json() if response.content else None
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
+    return value
+
+
+_TIMES = ("created", "updated", "nbf", "exp")
+
+
+def secret_json(item: dict[str, Any], show_value: bool = False) -> dict[str, Any]:
+    """As `az keyvault secret show` prints it: name beside the id, times in ISO 8601, and the
+    value only when asked for."""
+    parts = urlsplit(str(item.get("id", ""))).path.split("/")
+    attributes = {
+        k: _iso(v) if k in _TIMES else v for k, v in dict(item.get("attributes") or {}).items()
+    }
+    out: dict[str, Any] = {
+        "id": item.get("id"),
+        "name": parts[2] if len(parts) > 2 else None,
+        "attributes": attributes,
+        "contentType": item.get("contentType"),
+        "tags": item.get("tags"),
+    }
+    for key in ("recoveryId", "deletedDate", "scheduledPurgeDate"):
+        if key in item:
+            out[key] = _iso(item[key])
+    if show_value and "value" in item:
+        out["value"] = item["value"]
+    return out
+
+
+def _row(item: dict[str, Any]) -> dict[str, Any]:
+    attributes = item.get("attributes") or {}
+    return {
+        "name": item.get("name"),
+        "enabled": attributes.get("enabled"),
+        "updated": attributes.get("updated"),
+        "id": item.get("id"),
+    }
+
+
+SECRET_COLUMNS = ["name", "enabled", "updated", "id"]
+
+VaultNameOption = Annotated[str, typer.Option("--vault-name", help="The vault's name.")]
+SecretNameOption = Annotated[str, typer.Option("--name", "-n", help="The secret's name.")]
+VersionOption = Annotated[
+    str | None,
+    typer.Option("--version", "-v", help="A version \\[default: the latest].", show_default=False),
+]
+
+
+def _read_value(value: str | None, file: Path | None) -> str:
+    if (value is None) == (file is None):
+        fail("give the value with --value VALUE, --value - (read stdin) or --file FILE")
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read --file {file}: {exc}")
+    if value == "-":
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            fail(f"cannot read the value from stdin: {exc}")
+        return text[:-1] if text.endswith("\n") else text
+    assert value is not None
+    return value
+
+
+@secret_app.command("set")
+def secret_set(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    value: Annotated[
+        str | None,
+        typer.Option(
+            "--value",
+            help="The value; '-' reads it from stdin (one trailing newline dropped). A value "
+            "typed here stays in the shell history: prefer --file or '-'.",
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the value from this file, as is.")
+    ] = None,
+    content_type: Annotated[str | None, typer.Option("--content-type")] = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Set a secret: a new version with this value. The value is not printed."""
+    path = f"/secrets/{_secret_name(name)}"
+    body: dict[str, Any] = {"value": _read_value(value, file)}
+    if content_type is not None:
+        body["contentType"] = content_type
+    result = vault_call(data_dir, vault_name, "PUT", path, body)
+    show(secret_json(result), output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("show")
+def secret_show(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    version: VersionOption = None,
+    show_value: Annotated[
+        bool, typer.Option("--show-value", help="Print the value too (it is hidden otherwise).")
+    ] = False,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """A secret's attributes; its value only with --show-value."""
+    path = f"/secrets/{_secret_name(name)}{_version(version)}"
+    result = vault_call(data_dir, vault_name, "GET", path)
+    columns = [*SECRET_COLUMNS, "value"] if show_value else SECRET_COLUMNS
+
+    def row(item: dict[str, Any]) -> dict[str, Any]:
+        return {**_row(item), **({"value": item.get("value")} if show_value else {})}
+
+    show(secret_json(result, show_value), output, columns, row)
+
+
+@secret_app.command("list")
+def secret_list(
+    vault_name: VaultNameOption,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """The vault's secrets (not deleted ones), without values."""
+    result = vault_call(data_dir, vault_name, "GET", "/secrets")
+    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("list-versions")
+def secret_list_versions(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """A secret's versions, oldest first, without values."""
+    path = f"/secrets/{_secret_name(name)}/versions"
+    result = vault_call(data_dir, vault_name, "GET", path)
+    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("delete")
+def secret_delete(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Delete a secret (all its versions); it stays recoverable for the vault's retention."""
+    result = vault_call(data_dir, vault_name, "DELETE", f"/secrets/{_secret_name(name)}")
+    show(secret_json(result), output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("recover")
+def secret_recover(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Bring a deleted secret back, with all its versions."""
+    path = f"/deletedsecrets/{_secret_name(name)}/recover"
+    result = vault_call(data_dir, vault_name, "POST", path)
+    show(secret_json(result), output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("purge")
+def secret_purge(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Erase a deleted secret for good (it must be deleted first)."""
+    vault_call(data_dir, vault_name, "DELETE", f"/deletedsecrets/{_secret_name(name)}")
+    note(f"purged the secret {name} from {vault_name}")
