@@ -31,7 +31,6 @@ from keyless.authority.errors import OAuthError, invalid_client, invalid_request
 from keyless.authority.sessions import USER_GRANTS, DeveloperSignIn
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
-from keyless.store.grant_log import wait_for_commit
 
 _MAX_FIELD = 16 * 1024
 
@@ -201,11 +200,6 @@ class TokenEndpoint:
     def __init__(self, authority: Authority) -> None:
         self._authority = authority
         self._users = DeveloperSignIn(authority)
-
-    def handle(self, request: TokenRequest) -> dict[str, object]:
-        """The token response, or raises OAuthError; either way the attempt is audited."""
-        pending = self.decide(request)
-        return self.conclude(pending, wait_for_commit(pending.committed))
 
     def decide(self, request: TokenRequest) -> PendingGrant:
         """Everything but waiting for the store: authenticate, mint, and queue the records."""

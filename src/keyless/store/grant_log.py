@@ -12,12 +12,12 @@ jti refused everywhere, but N requests cost one commit instead of N.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert
@@ -155,22 +155,25 @@ def _settle(entry: _Entry, outcome: bool | Exception) -> None:
         entry.committed.set_result(outcome)
 
 
-def wait_for_commit(committed: Future[bool]) -> bool:
+@contextlib.contextmanager
+def _reported_as_grant_log_error() -> Iterator[None]:
+    """A commit that timed out or that the store refused, as the one error callers handle."""
     try:
-        return committed.result(COMMIT_TIMEOUT_S)
-    except FutureTimeout:
-        raise GrantLogError(f"the store did not commit within {COMMIT_TIMEOUT_S:.0f} s") from None
-    except Exception as exc:
-        raise GrantLogError("the store refused the audit record") from exc
-
-
-async def wait_for_commit_async(committed: Future[bool]) -> bool:
-    """`wait_for_commit` for an event loop: the request waits without holding a thread."""
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(committed), COMMIT_TIMEOUT_S)
-    except TimeoutError:
+        yield
+    except TimeoutError:  # concurrent.futures' and asyncio's are both this one (3.11+)
         raise GrantLogError(f"the store did not commit within {COMMIT_TIMEOUT_S:.0f} s") from None
     except GrantLogError:
         raise
     except Exception as exc:
         raise GrantLogError("the store refused the audit record") from exc
+
+
+def wait_for_commit(committed: Future[bool]) -> bool:
+    with _reported_as_grant_log_error():
+        return committed.result(COMMIT_TIMEOUT_S)
+
+
+async def wait_for_commit_async(committed: Future[bool]) -> bool:
+    """`wait_for_commit` for an event loop: the request waits without holding a thread."""
+    with _reported_as_grant_log_error():
+        return await asyncio.wait_for(asyncio.wrap_future(committed), COMMIT_TIMEOUT_S)
