@@ -87,8 +87,7 @@ def serve_endpoint(
     """The endpoint on a loopback port (a free one by default), in a thread of its own, for
     the block's duration. `shared_imds` opens the IMDS path to every local process (a machine
     identity, `keyless app serve-imds`); by default it needs the header secret too."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = loop.tcp_listening_socket(socket.AF_INET)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError as exc:

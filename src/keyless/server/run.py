@@ -98,11 +98,7 @@ def _check_master_key(session: Session, master: MasterKey) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
-    # listening socket says it is TCP, and without it Nagle's algorithm holds back each
-    # keep-alive response until the client's delayed ACK (~40 ms a request).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = loop.tcp_listening_socket(family)
     try:
         sock.bind((host, port))
     except OSError as exc:
