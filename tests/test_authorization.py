@@ -398,6 +398,73 @@ def _fic_existing(method: str, verb: str) -> Spec:
     return spec
 
 
+PG = "Keyless.Database/postgresServers"
+PG_ROUTE = RG + "/providers/" + PG + "/{server}"
+MAPPINGS = "/roleMappings"
+MAPPING_ACTION = PG + MAPPINGS + "/"
+CONNECTIONS = "/connections"
+CONNECTION_ACTION = APPS + CONNECTIONS + "/"
+
+
+def _pg_server(w: World) -> str:
+    name = f"pg-{short()}"
+    w.as_admin("PUT", w.resource_id(PG, name), {"properties": {"host": "127.0.0.1"}})
+    return w.resource_id(PG, name)
+
+
+def _mapping_put(w: World, who: str) -> list[Call]:
+    server = _pg_server(w)
+    body = {"properties": {"principalId": w.bystander}}
+    return [
+        Call("PUT", f"{server}{MAPPINGS}/r_{who.lower()}", MAPPING_ACTION + "write", server, body)
+    ]
+
+
+def _mapping_list(w: World, _who: str) -> list[Call]:
+    server = _pg_server(w)
+    return [Call("GET", server + MAPPINGS, MAPPING_ACTION + "read", server)]
+
+
+def _mapping_existing(method: str, verb: str) -> Spec:
+    def spec(w: World, _who: str) -> list[Call]:
+        server = _pg_server(w)
+        url = f"{server}{MAPPINGS}/role_{short()}"
+        w.as_admin("PUT", url, {"properties": {"principalId": w.bystander}})
+        return [Call(method, url, MAPPING_ACTION + verb, server)]
+
+    return spec
+
+
+def _connection_body(w: World) -> dict[str, Any]:
+    return {
+        "properties": {
+            "targetService": {
+                "type": "postgres",
+                "id": w.resource_id(PG, "absent"),
+                "database": "db",
+                "role": "r",
+            },
+            "authInfo": {"authType": "systemAssignedIdentity", "principalId": w.bystander},
+            "clientType": "python",
+            "configurationKeys": [],
+        }
+    }
+
+
+def _connection_put(w: World, who: str) -> list[Call]:
+    url = f"{w.resource_id(APPS, w.app)}{CONNECTIONS}/c_{who.lower()}_{short()}"
+    return [Call("PUT", url, CONNECTION_ACTION + "write", url, _connection_body(w))]
+
+
+def _connection_existing(method: str, verb: str, suffix: str = "") -> Spec:
+    def spec(w: World, _who: str) -> list[Call]:
+        url = f"{w.resource_id(APPS, w.app)}{CONNECTIONS}/c_{short()}"
+        w.as_admin("PUT", url, _connection_body(w))
+        return [Call(method, url + suffix, CONNECTION_ACTION + verb, url, {} if suffix else None)]
+
+    return spec
+
+
 def build_specs() -> dict[tuple[str, str], Spec]:
     specs: dict[tuple[str, str], Spec] = {
         ("/providers/Keyless.Directory/principals/{ref}", "GET"): lambda w, _: [
@@ -502,6 +569,26 @@ def build_specs() -> dict[tuple[str, str], Spec]:
         (IDENTITY_ROUTE + FIC + "/{fic}", "PUT"): _fic_put,
         (IDENTITY_ROUTE + FIC + "/{fic}", "GET"): _fic_existing("GET", "read"),
         (IDENTITY_ROUTE + FIC + "/{fic}", "DELETE"): _fic_existing("DELETE", "delete"),
+        (PG_ROUTE + MAPPINGS, "GET"): _mapping_list,
+        (PG_ROUTE + MAPPINGS + "/{role}", "PUT"): _mapping_put,
+        (PG_ROUTE + MAPPINGS + "/{role}", "GET"): _mapping_existing("GET", "read"),
+        (PG_ROUTE + MAPPINGS + "/{role}", "DELETE"): _mapping_existing("DELETE", "delete"),
+        (APP_ROUTE + CONNECTIONS, "GET"): lambda w, _: [
+            Call(
+                "GET",
+                w.resource_id(APPS, w.app) + CONNECTIONS,
+                CONNECTION_ACTION + "read",
+                w.resource_id(APPS, w.app),
+            )
+        ],
+        (APP_ROUTE + CONNECTIONS + "/{connection}", "PUT"): _connection_put,
+        (APP_ROUTE + CONNECTIONS + "/{connection}", "GET"): _connection_existing("GET", "read"),
+        (APP_ROUTE + CONNECTIONS + "/{connection}", "DELETE"): _connection_existing(
+            "DELETE", "delete"
+        ),
+        (APP_ROUTE + CONNECTIONS + "/{connection}/validate", "POST"): _connection_existing(
+            "POST", "validate/action", "/validate"
+        ),
         (RES, "PUT"): _resource_calls("write", "PUT"),
         (RES, "GET"): _resource_calls("read", "GET"),
         (RES, "PATCH"): _resource_calls("write", "PATCH"),

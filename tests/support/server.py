@@ -68,6 +68,8 @@ class KeylessServer:
         self.workers = workers
         self.extra_args = extra_args or []
         self.port = free_port()
+        # Every test server embeds its own token gateway on a port of its own.
+        self.gateway_port = free_port()
         self.endpoint = f"https://localhost:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.tenant_id = ""
@@ -116,7 +118,7 @@ class KeylessServer:
         return json.loads(self.cli(*args).stdout)
 
     def start(self) -> None:
-        init_args = ["init", "--port", str(self.port)]
+        init_args = ["init", "--port", str(self.port), "--gateway-port", str(self.gateway_port)]
         report = self.cli_json(*init_args)
         self.tenant_id, self.subscription_id = report["tenant"], report["subscription"]
         log = self.log_path.open("ab")

@@ -224,6 +224,7 @@ def initialise(
     store_url: str | None = None,
     tls_names: list[str] | None = None,
     port: int | None = None,
+    gateway_port: int | None = None,
 ) -> InitReport:
     data_dir = data_dir.expanduser().resolve()
     report = InitReport(data_dir=data_dir)
@@ -238,6 +239,9 @@ def initialise(
         config_changed = True
     if port is not None and port != config.port:
         config.port = port
+        config_changed = True
+    if gateway_port is not None and gateway_port != config.gateway_port:
+        config.gateway_port = gateway_port
         config_changed = True
     extra = [n for n in names if n not in config.tls_names]
     if extra:

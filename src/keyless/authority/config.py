@@ -12,6 +12,7 @@ from keyless.store.location import default_store_url
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PUBLIC_HOST = "localhost"
+DEFAULT_GATEWAY_PORT = 8389
 
 
 def default_data_dir() -> Path:
@@ -55,6 +56,9 @@ class ServerConfig:
     public_host: str = DEFAULT_PUBLIC_HOST
     tls_names: list[str] = field(default_factory=list)
     store_url: str | None = None
+    # The token gateway that `keyless serve` embeds (PostgreSQL's pg_hba.conf names this port,
+    # so it is fixed at init rather than picked at each start); 0 turns the gateway off.
+    gateway_port: int = DEFAULT_GATEWAY_PORT
 
     @classmethod
     def load_or_default(cls, paths: DataDir) -> ServerConfig:
@@ -67,6 +71,7 @@ class ServerConfig:
             public_host=str(raw.get("publicHost", DEFAULT_PUBLIC_HOST)),
             tls_names=[str(n) for n in raw.get("tlsNames", [])],
             store_url=raw.get("storeUrl"),
+            gateway_port=int(raw.get("gatewayPort", DEFAULT_GATEWAY_PORT)),
         )
 
     def save(self, paths: DataDir) -> None:
@@ -83,6 +88,7 @@ class ServerConfig:
             "publicHost": data["public_host"],
             "tlsNames": data["tls_names"],
             "storeUrl": store_url,
+            "gatewayPort": data["gateway_port"],
         }
         tmp = paths.config.with_suffix(".tmp")
         tmp.write_text(json.dumps(raw, indent=2) + "\n")

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
-from keyless.cli import ad, admin, gateway, resources, roles, signin, vault
+from keyless.cli import ad, admin, gateway, postgres, resources, roles, signin, vault
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
+from keyless.cli import connection as _connection  # noqa: F401 - adds `keyless app connection`
 from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
 from keyless.cli.options import DataDirOption
 from keyless.cli.output import emit, fail, note
@@ -36,6 +37,7 @@ app.add_typer(resources.app_app, name="app")
 app.add_typer(roles.app, name="role")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(vault.vault_app, name="vault")
+app.add_typer(postgres.postgres_app, name="postgres")
 
 
 @app.command()
@@ -52,6 +54,14 @@ def init(
         list[str] | None, typer.Option(help="Extra DNS name or IP for the server certificate.")
     ] = None,
     port: Annotated[int | None, typer.Option(help="HTTPS port the server will use.")] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Loopback port of the token gateway that `serve` embeds (default 8389; 0: off).",
+        ),
+    ] = None,
 ) -> None:
     """Create the data directory, keys, local CA, default tenant and its first administrator."""
     from keyless.authority.bootstrap import initialise
@@ -59,7 +69,9 @@ def init(
 
     os.umask(0o077)  # the store, keys and config are the user's alone
     try:
-        report = initialise(data_dir or default_data_dir(), store_url, tls_name or [], port)
+        report = initialise(
+            data_dir or default_data_dir(), store_url, tls_name or [], port, gateway_port
+        )
     except (StoreUrlError, NotADirectoryError) as exc:
         fail(str(exc))
     if report.changed:
@@ -90,8 +102,15 @@ def serve(
         typer.Option(help="Extra CA file to trust when fetching federated issuers' keys."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Token gateway port (default: from init, 8389); 0: no gateway."
+        ),
+    ] = None,
 ) -> None:
-    """Run the HTTPS server (token service, discovery, admin API) and the local sign-in socket."""
+    """Run the HTTPS server (token service, discovery, admin API), the local sign-in socket and
+    the token gateway that PostgreSQL's `ldap` authentication asks."""
     from keyless.server.run import ServeError, ServeOptions
     from keyless.server.run import serve as run_server
     from keyless.store.engine import StoreUrlError
@@ -105,6 +124,7 @@ def serve(
         workers=workers,
         federation_ca=federation_ca or [],
         log_level=log_level,
+        gateway_port=gateway_port,
     )
     try:
         run_server(options)

@@ -45,6 +45,7 @@ _VARIADIC: dict[str, str | None] = {
     "--identities": SYSTEM,
     "--ids": None,
     "--action": None,
+    "--customized-keys": None,
 }
 
 

@@ -492,6 +492,9 @@ def _detach_everywhere(session: Session, identity: Resource) -> None:
 
 
 def _delete_resource_row(session: Session, resource: Resource) -> None:
+    resource_type = lookup(resource.type)
+    if resource_type is not None and resource_type.before_delete is not None:
+        resource_type.before_delete(session, resource)
     if resource.identity and "principalId" in resource.identity:
         identities.delete_principal(session, resource.identity["principalId"])
     if resource.type == "Keyless.ManagedIdentity/userAssignedIdentities":

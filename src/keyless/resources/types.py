@@ -24,6 +24,9 @@ class ResourceType:
     # Called as after_write(session, resource, created) in the request's transaction once the
     # row is written (a vault registers its host name); may raise ResourceError to refuse.
     after_write: Callable[[Any, Any, bool], None] | None = None
+    # Called as before_delete(session, resource) in the request's transaction, before the row
+    # goes (a PostgreSQL server drops its role mappings).
+    before_delete: Callable[[Any, Any], None] | None = None
 
     @property
     def namespace(self) -> str:

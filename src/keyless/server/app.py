@@ -20,6 +20,8 @@ from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.connector import api as connector_api
+from keyless.gateway import api as gateway_api
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
 from keyless.resources import federation
@@ -89,6 +91,8 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         *access_api.build_routes(arm, access),
         *host_api.build_routes(arm, authority),
         *federation.build_routes(arm),
+        *gateway_api.build_routes(arm),
+        *connector_api.build_routes(arm, authority),
         *resources_api.build_routes(arm),
     ]
     document = openapi_document(all_routes)

@@ -1,4 +1,5 @@
-"""`keyless serve`: HTTPS on TCP for everything, plus the local sign-in socket.
+"""`keyless serve`: HTTPS on TCP for everything, plus the local sign-in socket and the token
+gateway (plain LDAP on loopback, for PostgreSQL's `ldap` authentication).
 
 The store is migrated and checked before the port opens, so a misconfigured server fails at
 start with a message, not at the first request. With `--workers N` the TCP socket is shared by
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyless.authority.config import DataDir, ServerConfig
+from keyless.authority.context import Authority
 from keyless.authority.keys import load_signer
 from keyless.authority.local_login import serve_login_socket
 from keyless.authority.masterkey import MasterKey, MasterKeyError
@@ -32,12 +34,17 @@ from keyless.authority.tls import (
     server_certificate_needs_renewal,
     server_key_password,
 )
+from keyless.gateway.decision import BindChecker
+from keyless.gateway.server import Gateway
+from keyless.gateway.settings import GatewaySettings
 from keyless.server import loop
 from keyless.server.app import authority_from_env, create_app
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
 from keyless.vault.domain import tls_names_for
+
+GATEWAY_HOST = "127.0.0.1"
 
 
 class ServeError(RuntimeError):
@@ -53,6 +60,7 @@ class ServeOptions:
     workers: int = 1
     federation_ca: list[Path] | None = None
     log_level: str = "warning"
+    gateway_port: int | None = None  # None: the data directory's (8389 unless init said); 0: off
 
 
 def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
@@ -142,14 +150,17 @@ def serve(options: ServeOptions) -> None:
     )
     settings = _uvicorn_settings(paths, MasterKey.load(paths.master_key), options)
     sock = _bind(host, port)
-    state = {"endpoint": endpoint, "pid": os.getpid(), "host": host, "port": port}
+    gateway_port = options.gateway_port if options.gateway_port is not None else config.gateway_port
+    state: dict[str, Any] = {"endpoint": endpoint, "pid": os.getpid(), "host": host, "port": port}
+    if gateway_port:
+        state["gateway"] = {"host": GATEWAY_HOST, "port": gateway_port, "scheme": "ldap"}
     paths.server_state.write_text(json.dumps(state) + "\n")
     try:
         if options.workers > 1:
             sock.close()  # uvicorn binds it again for its workers; we only checked it is free
-            _serve_workers(settings, host, port, options.workers, paths)
+            _serve_workers(settings, host, port, options.workers, paths, gateway_port)
         else:
-            loop.run(_serve_single(settings, sock, paths))
+            loop.run(_serve_single(settings, sock, paths, gateway_port))
     finally:
         _remove_runtime_files(paths)
         sock.close()
@@ -174,31 +185,71 @@ class _Server(uvicorn.Server):
         _remove_runtime_files(self._paths)
 
 
-async def _serve_single(settings: dict[str, Any], sock: socket.socket, paths: DataDir) -> None:
+async def _start_gateway(authority: Authority, port: int) -> Gateway | None:
+    """The embedded token gateway; plain LDAP, so loopback only (`keyless gateway serve
+    --tls` serves PostgreSQL servers on other machines)."""
+    if not port:
+        return None
+    gateway = Gateway(
+        GatewaySettings(host=GATEWAY_HOST, port=port), BindChecker(authority), authority.grant_log
+    )
+    try:
+        await gateway.start()
+    except OSError as exc:
+        raise ServeError(
+            f"cannot start the token gateway on {GATEWAY_HOST}:{port} ({exc.strerror}); is "
+            "another Keyless running? Give another port with `keyless init --gateway-port` "
+            "(PostgreSQL servers enabled for this Keyless name it), or --gateway-port 0 to run "
+            "without it"
+        ) from None
+    return gateway
+
+
+async def _serve_single(
+    settings: dict[str, Any], sock: socket.socket, paths: DataDir, gateway_port: int
+) -> None:
     authority = authority_from_env()
+    gateway = await _start_gateway(authority, gateway_port)
     login = await serve_login_socket(authority, paths.login_socket)
     try:
         config = uvicorn.Config(create_app(authority), **settings)
         await _Server(config, paths).serve(sockets=[sock])
     finally:
         login.close()
+        if gateway is not None:
+            await gateway.close()
 
 
 def _serve_workers(
-    settings: dict[str, Any], host: str, port: int, workers: int, paths: DataDir
+    settings: dict[str, Any],
+    host: str,
+    port: int,
+    workers: int,
+    paths: DataDir,
+    gateway_port: int,
 ) -> None:
     loop = asyncio.new_event_loop()
     ready = threading.Event()
+    failure: list[ServeError] = []
 
     def login_thread() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve_login_socket(authority_from_env(), paths.login_socket))
+        authority = authority_from_env()
+        try:
+            loop.run_until_complete(_start_gateway(authority, gateway_port))
+        except ServeError as exc:
+            failure.append(exc)
+            ready.set()
+            return
+        loop.run_until_complete(serve_login_socket(authority, paths.login_socket))
         ready.set()
         loop.run_forever()
 
     thread = threading.Thread(target=login_thread, name="keyless-login", daemon=True)
     thread.start()
     ready.wait(10)
+    if failure:
+        raise failure[0]
     try:
         uvicorn.run(
             "keyless.server.app:create_app_from_env",

@@ -1,0 +1,150 @@
+"""The connection routes: `{app}/connections[/{name}]` (list, put, show, delete) and
+`POST {app}/connections/{name}/validate`.
+
+`validate` runs here because only the server can obtain the identity's token without handing
+it to anyone: it issues one (audited like any other), uses it for one real login through the
+target's own authentication, and returns only pass/fail lines with a fix for each failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from keyless.access.scopes import Scope, scope_key
+from keyless.authority.context import Authority
+from keyless.authority.managed_identity import issue_for_identity
+from keyless.connector import records
+from keyless.connector.target import ValidationContext, lookup
+from keyless.resources import manager
+from keyless.resources.manager import ResourceError, find_resource
+from keyless.server.arm import ArmApi, Call
+from keyless.store.models import DatabaseRoleMapping, Resource, ServicePrincipal
+
+APP = "/subscriptions/{subscription}/resourceGroups/{group}/providers/Keyless.Web/apps/{name}"
+ONE = APP + "/connections/{connection}"
+ACTION = "Keyless.Web/apps/connections/{}"
+_ = records.CONNECTIONS  # the resource type must be registered before the first request
+
+
+def _app_scope(request: Request) -> Scope:
+    p = request.path_params
+    return Scope(p["subscription"], p["group"], "Keyless.Web", ("apps",), (p["name"],))
+
+
+def _connection_scope(request: Request) -> Scope:
+    p = request.path_params
+    return Scope(
+        p["subscription"],
+        p["group"],
+        "Keyless.Web",
+        ("apps", "connections"),
+        (p["name"], p["connection"]),
+    )
+
+
+def _identity_problem(app: Resource, principal_id: str, auth_type: str, sp: Any) -> str | None:
+    if sp is None:
+        return f"the identity {principal_id} no longer exists in the directory"
+    identity = app.identity or {}
+    if auth_type == "systemAssignedIdentity" and identity.get("principalId") != principal_id:
+        return "the app's system-assigned identity was removed (or replaced by a new one)"
+    if auth_type == "userAssignedIdentity":
+        users = identity.get("userAssignedIdentities") or {}
+        if not any(info.get("principalId") == principal_id for info in users.values()):
+            return "the user-assigned identity is no longer assigned to the app"
+    return None
+
+
+def build_routes(api: ArmApi, authority: Authority) -> list[Route]:
+    def list_(call: Call) -> Any:
+        app = find_resource(call.session, call.caller.tenant_id, _app_scope(call.request))
+        rows = [
+            r
+            for r in call.session.query(Resource)
+            .filter(Resource.parent_key == app.key, Resource.type == records.CONNECTION_TYPE)
+            .order_by(Resource.name)
+        ]
+        return {"value": [manager.resource_json(r) for r in rows]}
+
+    def put(call: Call) -> Any:
+        return manager.put_resource(
+            call.session, call.caller, _connection_scope(call.request), call.body
+        )
+
+    def show(call: Call) -> Any:
+        return manager.resource_json(
+            find_resource(call.session, call.caller.tenant_id, _connection_scope(call.request))
+        )
+
+    def delete(call: Call) -> Any:
+        return manager.delete_resource(
+            call.session, call.caller.tenant_id, _connection_scope(call.request)
+        )
+
+    def validate(call: Call) -> Any:
+        connection = find_resource(
+            call.session, call.caller.tenant_id, _connection_scope(call.request)
+        )
+        app = call.session.get(Resource, connection.parent_key or "")
+        if app is None:
+            raise ResourceError(404, "ResourceNotFound", "the connection's app no longer exists")
+        props = connection.properties
+        auth = props["authInfo"]
+        principal_id = str(auth.get("principalId", ""))
+        sp = call.session.get(ServicePrincipal, principal_id)
+        if sp is not None and sp.tenant_id != call.caller.tenant_id:
+            sp = None
+        target = call.session.get(Resource, scope_key(str(props["targetService"]["id"])))
+        if target is not None and target.tenant_id != call.caller.tenant_id:
+            target = None
+
+        def issue_token(resource: str) -> str:
+            assert sp is not None
+            issued = issue_for_identity(
+                authority, sp, resource, call.caller.principal_id, connection.id, str(uuid.uuid4())
+            )
+            return issued.access_token
+
+        def role_owner(server: str, role: str) -> str | None:
+            row = call.session.get(DatabaseRoleMapping, (server.lower(), role))
+            if row is None or row.tenant_id != call.caller.tenant_id:
+                return None
+            return row.principal_id
+
+        settings = (app.properties or {}).get("appSettings") or {}
+        context = ValidationContext(
+            connection=props,
+            app_settings=dict(settings),
+            identity_problem=_identity_problem(app, principal_id, str(auth["authType"]), sp),
+            issue_token=issue_token,
+            target=dict(target.properties) if target is not None else None,
+            role_owner=role_owner,
+        )
+        try:
+            target_impl = lookup(str(props["targetService"]["type"]))
+        except ValueError as exc:
+            raise ResourceError(400, "UnknownTarget", str(exc)) from None
+        checks = [c.as_json() for c in target_impl.validate(context)]
+        return {
+            "id": connection.id,
+            "valid": all(c["result"] == "pass" for c in checks),
+            "checks": checks,
+        }
+
+    def scope(request: Request) -> str:
+        return _connection_scope(request).id()
+
+    def app_scope(request: Request) -> str:
+        return _app_scope(request).id()
+
+    return [
+        api.route(APP + "/connections", "GET", ACTION.format("read"), app_scope, list_),
+        api.route(ONE, "PUT", ACTION.format("write"), scope, put),
+        api.route(ONE, "GET", ACTION.format("read"), scope, show),
+        api.route(ONE, "DELETE", ACTION.format("delete"), scope, delete),
+        api.route(ONE + "/validate", "POST", ACTION.format("validate/action"), scope, validate),
+    ]

@@ -1,0 +1,247 @@
+"""`connection create` and `connection delete` as the CLI runs them: one undoable operation.
+
+Create, in order: enable or attach the identity if needed, let the target provision (role,
+grants, mapping...), write the configuration keys into the app's settings, record the
+connection. A failure at any step undoes every earlier one and says what failed. Delete
+reverts the target, removes the keys the connection wrote, and removes the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from keyless.connector.keys import apply_customized, prefixed
+from keyless.connector.plan import Plan, StepFailed
+from keyless.connector.records import check_connection_name
+from keyless.connector.target import Identity, Management, ProvisionContext, lookup
+
+IDENTITY_TYPE = "Keyless.ManagedIdentity/userAssignedIdentities"
+
+
+class ConnectionError_(ValueError):
+    """The request cannot be carried out as given; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class AuthChoice:
+    auth_type: str  # systemAssignedIdentity | userAssignedIdentity | servicePrincipal
+    client_id: str | None = None
+
+
+def _identity_block(system: bool, users: dict[str, Any]) -> dict[str, Any]:
+    kinds = [k for k, on in (("SystemAssigned", system), ("UserAssigned", bool(users))) if on]
+    block: dict[str, Any] = {"type": ", ".join(kinds) or "None"}
+    if users:
+        block["userAssignedIdentities"] = {k: {} for k in users}
+    return block
+
+
+def _subscription_of(resource_id: str) -> str:
+    return resource_id.split("/")[2]
+
+
+def _resolve_identity(
+    api: Management, app_path: str, app: dict[str, Any], auth: AuthChoice, plan: Plan
+) -> tuple[Identity, dict[str, Any], bool]:
+    """(the identity, the app as it is now, whether a system identity was enabled for this)."""
+    identity = app.get("identity") or {}
+    users: dict[str, Any] = dict(identity.get("userAssignedIdentities") or {})
+    tenant = str(identity.get("tenantId", ""))
+    if auth.auth_type == "systemAssignedIdentity":
+        if "principalId" in identity:
+            return Identity(auth.auth_type, identity["principalId"], "", tenant), app, False
+        app = plan.step(
+            "enable the app's system-assigned identity",
+            lambda: api.call("PATCH", app_path, {"identity": _identity_block(True, users)}),
+        )
+        plan.on_undo(
+            "disabled the system-assigned identity again",
+            lambda: api.call("PATCH", app_path, {"identity": _identity_block(False, users)}),
+        )
+        made = app["identity"]
+        return Identity(auth.auth_type, made["principalId"], "", made["tenantId"]), app, True
+    if auth.auth_type == "userAssignedIdentity":
+        client_id = (auth.client_id or "").lower()
+        for info in users.values():
+            if str(info.get("clientId", "")).lower() == client_id:
+                return (
+                    Identity(auth.auth_type, info["principalId"], info["clientId"], tenant),
+                    app,
+                    False,
+                )
+        found = api.call(
+            "GET",
+            f"/subscriptions/{_subscription_of(app_path)}/resources",
+            params={"resourceType": IDENTITY_TYPE},
+        )["value"]
+        match = [r for r in found if str(r["properties"].get("clientId", "")).lower() == client_id]
+        if not match:
+            raise ConnectionError_(
+                f"no user-assigned identity with client ID {auth.client_id} in this subscription "
+                "(`keyless identity list` shows them)"
+            )
+        wanted = {**users, match[0]["id"]: {}}
+        has_system = "principalId" in identity
+        app = plan.step(
+            f"assign identity {match[0]['name']} to the app",
+            lambda: api.call("PATCH", app_path, {"identity": _identity_block(has_system, wanted)}),
+        )
+        plan.on_undo(
+            f"unassigned identity {match[0]['name']} again",
+            lambda: api.call("PATCH", app_path, {"identity": _identity_block(has_system, users)}),
+        )
+        props = match[0]["properties"]
+        return (
+            Identity(auth.auth_type, props["principalId"], props["clientId"], props["tenantId"]),
+            app,
+            False,
+        )
+    sp = api.call("GET", f"/admin/v1/servicePrincipals/{auth.client_id}")
+    return Identity(auth.auth_type, sp["id"], sp["appId"], sp["appOwnerOrganizationId"]), app, False
+
+
+def _connections(api: Management, app_path: str) -> list[dict[str, Any]]:
+    return list(api.call("GET", f"{app_path}/connections")["value"])
+
+
+def create(
+    api: Management,
+    app_path: str,
+    kind: str,
+    connection: str,
+    client_type: str,
+    auth: AuthChoice,
+    options: dict[str, Any],
+    customized: dict[str, str],
+    admin_token: Callable[[str], str],
+    say: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
+    target = lookup(kind)
+    check_connection_name(connection)
+    app = api.call("GET", app_path)
+    existing = _connections(api, app_path)
+    if any(c["name"].lower() == connection.lower() for c in existing):
+        raise ConnectionError_(
+            f"the app already has a connection named {connection!r}; delete it first or choose "
+            "another --connection"
+        )
+    second = any(c["properties"]["targetService"]["type"] == kind for c in existing)
+    plan = Plan(say)
+    identity, app, enabled = _resolve_identity(api, app_path, app, auth, plan)
+    ctx = ProvisionContext(
+        api=api,
+        app=app,
+        identity=identity,
+        connection=connection,
+        client_type=client_type,
+        options=dict(options),
+        admin_token=admin_token,
+        say=say,
+    )
+    try:
+        target_block = target.provision(ctx, plan)
+        prefix = prefixed(target.key_target, connection if second else None)
+        keys = {prefix + k: v for k, v in target.configuration(ctx, target_block).items()}
+        if identity.auth_type != "systemAssignedIdentity":
+            keys[prefix + "CLIENTID"] = identity.client_id
+        if identity.auth_type == "servicePrincipal":
+            keys[prefix + "TENANTID"] = identity.tenant_id
+        keys = plan.step("apply --customized-keys", lambda: apply_customized(keys, customized))
+        _write_settings(api, app_path, keys, plan)
+        record = {
+            "properties": {
+                "targetService": target_block,
+                "authInfo": {
+                    "authType": identity.auth_type,
+                    "principalId": identity.principal_id,
+                    "clientId": identity.client_id,
+                    "tenantId": identity.tenant_id,
+                },
+                "clientType": client_type,
+                "configurationKeys": sorted(keys),
+                "createdResources": {
+                    "systemIdentity": enabled,
+                    "role": bool(ctx.options.get("_created_role", True)),
+                },
+            }
+        }
+        path = f"{app_path}/connections/{connection}"
+        result: dict[str, Any] = plan.step(
+            f"record connection {connection!r}", lambda: api.call("PUT", path, record)
+        )
+        return result
+    except StepFailed:
+        raise
+    except Exception as exc:  # outside a step: still undo everything made so far
+        undone, left = plan.rollback()
+        raise StepFailed("connection create", str(exc), undone, left) from None
+    finally:
+        for close in ctx.cleanup:
+            close()
+
+
+def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: Plan) -> None:
+    current = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
+    clashes = [k for k in keys if k in current and current[k] != keys[k]]
+    if clashes:
+        plan.step(
+            "write the configuration keys",
+            lambda: _raise(
+                f"the app already has settings {', '.join(clashes)} with other values; rename "
+                "this connection's keys with --customized-keys KEY=NEW_KEY, or remove them"
+            ),
+        )
+    before = dict(current)
+    plan.step(
+        f"write {', '.join(sorted(keys))} into the app's settings",
+        lambda: api.call("PATCH", app_path, {"properties": {"appSettings": {**current, **keys}}}),
+    )
+    plan.on_undo(
+        "restored the app's settings",
+        lambda: api.call("PATCH", app_path, {"properties": {"appSettings": before}}),
+    )
+
+
+def _raise(message: str) -> None:
+    raise ConnectionError_(message)
+
+
+def delete(
+    api: Management,
+    app_path: str,
+    connection: str,
+    options: dict[str, Any],
+    admin_token: Callable[[str], str],
+    say: Callable[[str], None] = lambda _line: None,
+) -> list[str]:
+    path = f"{app_path}/connections/{connection}"
+    record = api.call("GET", path)
+    props = record["properties"]
+    target = lookup(str(props["targetService"]["type"]))
+    app = api.call("GET", app_path)
+    auth = props["authInfo"]
+    identity = Identity(
+        auth["authType"], auth["principalId"], auth.get("clientId", ""), auth.get("tenantId", "")
+    )
+    ctx = ProvisionContext(
+        api, app, identity, connection, props["clientType"], {}, admin_token, say
+    )
+    try:
+        done = target.revert(ctx, props, options)
+    finally:
+        for close in ctx.cleanup:
+            close()
+    for line in done:
+        say(line)
+    settings = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
+    removed = [k for k in props.get("configurationKeys", []) if k in settings]
+    if removed:
+        remaining = {k: v for k, v in settings.items() if k not in removed}
+        api.call("PATCH", app_path, {"properties": {"appSettings": remaining}})
+        done.append(f"settings {', '.join(removed)} removed from the app")
+        say(done[-1])
+    api.call("DELETE", path)
+    done.append(f"connection {connection!r} deleted")
+    return done

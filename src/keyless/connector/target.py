@@ -1,0 +1,126 @@
+"""The one interface every connection target implements, and the registry of targets.
+
+`provision` and `revert` run where the user is (the CLI), with the user's own rights: the
+management API for Keyless resources and, for a database, the signed-in user's token as the
+database administrator. `validate` runs in the server, which can issue the identity's token
+without handing it to anyone. `configuration` is pure: what the app's settings should hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from keyless.connector.plan import Plan
+
+AUTH_TYPES = ("systemAssignedIdentity", "userAssignedIdentity", "servicePrincipal")
+
+
+class Management(Protocol):
+    """The management API as the signed-in user (the CLI's ApiClient satisfies it)."""
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Identity:
+    auth_type: str  # one of AUTH_TYPES
+    principal_id: str  # object ID
+    client_id: str
+    tenant_id: str
+
+
+@dataclass
+class ProvisionContext:
+    api: Management
+    app: dict[str, Any]  # the source app as the API returns it
+    identity: Identity
+    connection: str
+    client_type: str
+    options: dict[str, Any]  # target-specific: server, database, vault, ...
+    admin_token: Callable[[str], str]  # scope -> the signed-in user's token for it
+    say: Callable[[str], None] = lambda _line: None
+    # Run when the whole operation is over (after any rollback): closes database sessions.
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool | None  # None: not run, because an earlier check failed
+    detail: str
+    fix: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        result = "skipped" if self.passed is None else ("pass" if self.passed else "fail")
+        return {"name": self.name, "result": result, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class ValidationContext:
+    """What the server knows when it validates a connection (nothing here leaves it)."""
+
+    connection: dict[str, Any]  # the connection's properties
+    app_settings: dict[str, str]
+    identity_problem: str | None  # why the identity is unusable, or None
+    issue_token: Callable[[str], str]  # resource name -> a fresh token for the identity
+    target: dict[str, Any] | None  # the target resource's properties, None if it is gone
+    role_owner: Callable[[str, str], str | None]  # (server, role) -> mapped object ID
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    kind: str  # as typed after `connection create`, e.g. "postgres"
+    key_target: str  # the middle of its keys, e.g. "POSTGRESQL"
+
+    def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
+        """Make what the connection needs; register each change's undo on `plan`. Returns
+        the `targetService` block recorded on the connection."""
+        ...
+
+    def configuration(self, ctx: ProvisionContext, target: dict[str, Any]) -> dict[str, str]:
+        """Key suffixes (`CONNECTIONSTRING`, `HOST`, ...) and their values."""
+        ...
+
+    def revert(
+        self, ctx: ProvisionContext, connection: dict[str, Any], options: dict[str, Any]
+    ) -> list[str]:
+        """Undo `provision` for a recorded connection; returns what was removed. Tolerates
+        what is already gone (a role dropped by hand)."""
+        ...
+
+    def validate(self, ctx: ValidationContext) -> list[Check]: ...
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def register(target: Target) -> Target:
+    _TARGETS[target.kind] = target
+    return target
+
+
+def lookup(kind: str) -> Target:
+    _load()
+    try:
+        return _TARGETS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown connection target {kind!r}; Keyless connects to {', '.join(sorted(_TARGETS))}"
+        ) from None
+
+
+def kinds() -> list[str]:
+    _load()
+    return sorted(_TARGETS)
+
+
+def _load() -> None:
+    from keyless.connector import postgres  # noqa: F401 - registers itself
