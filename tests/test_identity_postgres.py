@@ -1,11 +1,11 @@
 """keyless.identity.postgres: PostgreSQL connections from Service Connector's keys, with a token.
 
-One world for the module, all real: a Keyless server over HTTPS, `keyless gateway serve`, a
-PostgreSQL 15 whose pg_hba.conf sends logins to the gateway, and `keyless app serve-imds`
-serving an app's system- and user-assigned identities. Two roles: `app_user` belongs to a
-service principal with a secret, `report_user` to a user-assigned identity (so connecting as
-it proves `AZURE_POSTGRESQL_<CONNECTION>_CLIENTID` chose that identity and not the app's
-system one).
+One world for the module, all real: a Keyless server over HTTPS with its embedded token
+gateway, a PostgreSQL 15 whose pg_hba.conf sends logins to that gateway, and
+`keyless app serve-imds` serving an app's system- and user-assigned identities. Two roles:
+`app_user` belongs to a service principal with a secret, `report_user` to a user-assigned
+identity (so connecting as it proves `AZURE_POSTGRESQL_<CONNECTION>_CLIENTID` chose that
+identity and not the app's system one).
 
 Tokens are never printed: assertion messages name roles and results, not credentials.
 """
@@ -46,7 +46,6 @@ from keyless.identity import aio as identity_aio
 from keyless.identity.aio import postgres as aio_postgres
 from keyless.identity.postgres import ConnectionSettingsError
 from keyless.store.engine import open_engine
-from tests.support.gateway import GatewayProcess
 from tests.support.postgres import PostgresServer
 from tests.support.server import KEYLESS, KeylessServer, free_port, running_server
 
@@ -217,9 +216,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 add_mapping(session, tenant, SERVER, APP_ROLE, alice.object_id, "test")
                 add_mapping(session, tenant, SERVER, REPORT_ROLE, reporter["principalId"], "test")
             with (
-                GatewayProcess(server) as gateway,
                 _serve_imds(server, group, "web") as imds_base,
-                PostgresServer(hba_lines=[_hba(gateway.port)]) as pg,
+                PostgresServer(hba_lines=[_hba(server.gateway_port)]) as pg,
             ):
                 with psycopg.connect(pg.admin_url(), autocommit=True) as admin:
                     for role, db in ((APP_ROLE, APP_DB), (REPORT_ROLE, REPORT_DB)):
