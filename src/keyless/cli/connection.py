@@ -163,6 +163,36 @@ def create_postgres(
     )
 
 
+@create_app.command("keyvault", cls=AzCommand)
+def create_keyvault(
+    group: GroupOption,
+    name: NameOption,
+    vault: Annotated[str, typer.Option("--vault", help="Vault name (or resource ID).")],
+    client_type: ClientTypeOption = "python",
+    system_identity: SystemIdentityOption = False,
+    user_identity: UserIdentityOption = None,
+    service_principal: ServicePrincipalOption = None,
+    connection: Annotated[str | None, typer.Option("--connection")] = None,
+    customized_keys: CustomizedKeysOption = None,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Let the app's identity read the vault's secrets (Vault Secrets User) and write
+    AZURE_KEYVAULT_RESOURCEENDPOINT and AZURE_KEYVAULT_SCOPE."""
+    auth = auth_choice(system_identity, user_identity, service_principal)
+    name_ = connection or f"keyvault_{name}".replace("-", "_")[:63]
+    run_create(
+        data_dir,
+        _app_path(data_dir, subscription, group, name),
+        "keyvault",
+        name_,
+        client_type,
+        auth,
+        {"vault": vault},
+        customized_keys,
+    )
+
+
 @connection_app.command("list")
 def connection_list(
     group: GroupOption,

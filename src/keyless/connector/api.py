@@ -123,6 +123,12 @@ def build_routes(api: ArmApi, authority: Authority) -> list[Route]:
             issue_token=issue_token,
             target=dict(target.properties) if target is not None else None,
             role_owner=role_owner,
+            extra={
+                # May the connection's identity do `action` at `scope`? (the vault target)
+                "allowed": lambda action, scope: (
+                    api.access.check(principal_id, action, scope, data=True).allowed
+                ),
+            },
         )
         try:
             target_impl = lookup(str(props["targetService"]["type"]))

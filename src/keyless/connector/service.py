@@ -148,7 +148,10 @@ def create(
             keys[prefix + "CLIENTID"] = identity.client_id
         if identity.auth_type == "servicePrincipal":
             keys[prefix + "TENANTID"] = identity.tenant_id
-        keys = plan.step("apply --customized-keys", lambda: apply_customized(keys, customized))
+        if customized:
+            keys = plan.step(
+                "rename keys (--customized-keys)", lambda: apply_customized(keys, customized)
+            )
         _write_settings(api, app_path, keys, plan)
         record = {
             "properties": {

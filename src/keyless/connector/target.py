@@ -123,4 +123,4 @@ def kinds() -> list[str]:
 
 
 def _load() -> None:
-    from keyless.connector import postgres  # noqa: F401 - registers itself
+    from keyless.connector import keyvault, postgres  # noqa: F401 - they register themselves
