@@ -107,7 +107,8 @@ class PostgresTarget:
 
         existing = plan.step(f"check that role {role!r} is free", free_role)
         plan.step(
-            f"let {ctx.identity.auth_type} {ctx.identity.client_id} log in as role {role!r}",
+            f"let {ctx.identity.auth_type} {ctx.identity.client_id or ctx.identity.principal_id} "
+            f"log in as role {role!r}",
             lambda: ctx.api.call(
                 "PUT", mapping_path, {"properties": {"principalId": ctx.identity.principal_id}}
             ),
@@ -131,10 +132,13 @@ class PostgresTarget:
             "sequences, now and future)",
             lambda: grant_database(target_db, role),
         )
-        plan.on_undo(
-            f"revoked the grants of {role!r} in {database!r}",
-            lambda: release_database(target_db, role, "drop"),
-        )
+        if created:
+            # Only for a role made here: DROP OWNED on a role that existed (another connection
+            # of this identity) would drop that app's tables and revoke its grants.
+            plan.on_undo(
+                f"revoked the grants of {role!r} in {database!r}",
+                lambda: release_database(target_db, role, "drop"),
+            )
         ctx.options["_created_role"] = created
         return {"type": self.kind, "id": server["id"], "database": database, "role": role}
 
@@ -222,7 +226,9 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "for the identity the app has",
             )
         )
-        return checks + _skipped("token", "login through the gateway", "role and grants")
+        return checks + _skipped(
+            "target reachable", "token", "login through the gateway", "role and grants"
+        )
     checks.append(Check("identity", True, f"{ctx.connection['authInfo']['authType']} present"))
     if ctx.target is None:
         checks.append(
@@ -316,6 +322,8 @@ def _validate(ctx: ValidationContext) -> list[Check]:
 
 
 def _grants(conn: psycopg.Connection[tuple[object, ...]], role: str, database: str) -> Check:
+    # Tables that another connection's role (a Keyless login role without CREATEROLE, i.e. not
+    # the admin) made are that app's own: no grant covers the ones it creates later.
     row = conn.execute(
         """
         SELECT has_database_privilege(current_database(), 'CONNECT, TEMPORARY'),
@@ -323,11 +331,17 @@ def _grants(conn: psycopg.Connection[tuple[object, ...]], role: str, database: s
                has_schema_privilege('public', 'CREATE'),
                (SELECT count(*) FROM pg_class c
                  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
-                   AND NOT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')),
+                   AND NOT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                   AND NOT EXISTS (
+                       SELECT 1 FROM pg_auth_members m
+                         JOIN pg_roles g ON g.oid = m.roleid
+                         JOIN pg_roles o ON o.oid = m.member
+                        WHERE m.member = c.relowner AND g.rolname = %s AND NOT o.rolcreaterole)),
                (SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a
                  WHERE d.defaclnamespace = 'public'::regnamespace
                    AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = current_user))
-        """
+        """,
+        (LOGIN_GROUP,),
     ).fetchone()
     assert row is not None
     problems = []

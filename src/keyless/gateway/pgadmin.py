@@ -121,7 +121,9 @@ def database_owner(conn: psycopg.Connection[tuple[object, ...]]) -> str:
 def grant_database(conn: psycopg.Connection[tuple[object, ...]], role: str) -> None:
     """In the connection's database (the target database, not `postgres`): connect, use and
     create in schema `public`, all privileges on its tables and sequences, now and for the ones
-    the administrator or the database owner create later."""
+    the administrator or the database owner create later. Tables and sequences that another
+    connection's role made are that app's own and are left out: only their owner could grant
+    on them, and a grant made in the owner's name is one the administrator cannot revoke."""
     database = conn.execute("SELECT current_database()").fetchone()
     assert database is not None
     owner = database_owner(conn)
@@ -131,9 +133,17 @@ def grant_database(conn: psycopg.Connection[tuple[object, ...]], role: str) -> N
             _ident(str(database[0])), target
         ),
         sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(target),
-        sql.SQL("GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO {}").format(target),
-        sql.SQL("GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO {}").format(target),
     ]
+    tables, sequences = _shared_relations(conn)
+    for kind, names in (("TABLE", tables), ("SEQUENCE", sequences)):
+        if names:
+            statements.append(
+                sql.SQL("GRANT ALL PRIVILEGES ON {} {} TO {}").format(
+                    sql.SQL(kind),
+                    sql.SQL(", ").join(sql.Identifier("public", name) for name in names),
+                    target,
+                )
+            )
     for creator in _default_privilege_creators(conn, owner):
         for kind in ("TABLES", "SEQUENCES"):
             statements.append(
@@ -150,6 +160,32 @@ def grant_database(conn: psycopg.Connection[tuple[object, ...]], role: str) -> N
         raise PgAdminError(
             f"cannot grant privileges to {role!r} in database {database[0]!r}: {_first_line(exc)}"
         ) from None
+
+
+def _shared_relations(
+    conn: psycopg.Connection[tuple[object, ...]],
+) -> tuple[list[str], list[str]]:
+    """(tables, sequences) in schema public that no connection's role owns; "tables" as in
+    GRANT ... ON ALL TABLES: tables, partitioned tables, views, materialized and foreign."""
+    # A connection's role: a member of the login group without CREATEROLE (the Keyless admin
+    # role has it).
+    rows = conn.execute(
+        """
+        SELECT c.relname, c.relkind = 'S' FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+           AND NOT EXISTS (
+               SELECT 1 FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid
+                 JOIN pg_roles o ON o.oid = m.member
+                WHERE m.member = c.relowner AND g.rolname = %s AND NOT o.rolcreaterole)
+         ORDER BY 1
+        """,
+        (LOGIN_GROUP,),
+    ).fetchall()
+    tables = [str(r[0]) for r in rows if not r[1]]
+    sequences = [str(r[0]) for r in rows if r[1]]
+    return tables, sequences
 
 
 def _default_privilege_creators(
