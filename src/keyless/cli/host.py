@@ -7,6 +7,7 @@ import shlex
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from keyless.cli.options import DataDirOption, paths_for
 from keyless.cli.output import fail, note
@@ -21,7 +22,22 @@ from keyless.cli.resources import (
 )
 from keyless.cli.session import ApiClient, CliError
 from keyless.host.endpoint import IMDS_PATH, TokenError
-from keyless.host.runner import child_environment, run_child, serve_endpoint
+from keyless.host.references import (
+    ReferenceWatch,
+    Resolution,
+    Resolver,
+    has_references,
+    resolve_settings,
+)
+from keyless.host.runner import (
+    RESTART_GRACE_S,
+    Restarts,
+    RunningEndpoint,
+    child_environment,
+    run_child,
+    serve_endpoint,
+)
+from keyless.vault.domain import VaultDomain
 
 
 def _fetcher(client: ApiClient, app_path: str) -> Any:
@@ -56,10 +72,29 @@ def app_run(
         bool,
         typer.Option(help="Serve tokens only to the app's own process tree (Linux)."),
     ] = True,
+    allow_unresolved_references: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unresolved-references",
+            help="Start even if a vault reference cannot be resolved: the setting keeps the "
+            "literal reference (as in Azure), with a warning.",
+        ),
+    ] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            metavar="SECONDS",
+            min=1.0,
+            help="Re-read the vault references that follow the latest version every SECONDS "
+            "and restart the app (SIGTERM, then start it again) when a value changed.",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the app's command (or the one after --) as the app: its settings as environment
-    variables, and a managed identity endpoint that serves its identities' tokens."""
+    variables (vault references resolved with the app's identity), and a managed identity
+    endpoint that serves its identities' tokens."""
     sub = subscription_of(data_dir, subscription)
     app_path = resource_path(sub, group, APP_TYPE, name)
     client = ApiClient(paths_for(data_dir))
@@ -82,18 +117,104 @@ def app_run(
             f"(`keyless app identity assign -g {group} -n {name}`)"
         )
     settings = {str(k): str(v) for k, v in (properties.get("appSettings") or {}).items()}
-    with serve_endpoint(_fetcher(client, app_path), bind_to_process=process_binding) as endpoint:
-        env = child_environment(dict(os.environ), settings, endpoint)
+    fetch = _fetcher(client, app_path)
+    resolver = None
+    if has_references(settings):
+        resolver = Resolver(
+            fetch,
+            client.http,
+            VaultDomain.from_endpoint(client.endpoint),
+            properties.get("keyVaultReferenceIdentity"),
+            f"-g {group} -n {name}",
+        )
+    resolution = _resolve(settings, client, resolver, allow_unresolved_references)
+    with serve_endpoint(fetch, bind_to_process=process_binding) as endpoint:
+        restarts, watcher = None, None
+        if watch is not None:
+            restarts = Restarts(RESTART_GRACE_S, say=lambda m: note(escape(m)))
+            watcher = _watcher(resolution, resolver, watch, restarts, endpoint)
+        runs = 0
+
+        def started(pid: int) -> None:
+            nonlocal runs
+            endpoint.serve_to(pid)
+            if runs:
+                note(f"the app is running again (pid {pid})")
+            runs += 1
+
         try:
+            if watcher is not None:
+                watcher.start()
             code = run_child(
                 command,
-                env,
+                child_environment(dict(os.environ), resolution.settings, endpoint),
                 properties.get("workingDirectory"),
-                started=endpoint.child_pid.append,
+                started=started,
+                restarts=restarts,
             )
         except RuntimeError as exc:
             fail(f"{exc} (command: {shlex.join(command)})")
+        finally:
+            if watcher is not None:
+                watcher.stop()
     raise typer.Exit(code)
+
+
+def _resolve(
+    settings: dict[str, str], client: ApiClient, resolver: Resolver | None, allow: bool
+) -> Resolution:
+    """The settings with their vault references resolved; fails (or, if allowed, warns)
+    naming each one that cannot be."""
+    resolution = resolve_settings(settings, VaultDomain.from_endpoint(client.endpoint), resolver)
+    for name, resolved in sorted(resolution.resolved.items()):
+        ref = resolved.reference
+        note(
+            escape(
+                f"app setting {name}: resolved its vault reference ({ref.vault}/{ref.secret}, "
+                f"version {resolved.version})"
+            )
+        )
+    if resolution.unresolved and not allow:
+        reasons = "\n".join(f"- {u.message()}" for u in resolution.unresolved)
+        fail(
+            escape(
+                f"the app was not started: {len(resolution.unresolved)} vault "
+                f"reference(s) cannot be resolved\n{reasons}\n(to start it anyway, each such "
+                "setting keeping its literal reference, add --allow-unresolved-references)"
+            )
+        )
+    for unresolved in resolution.unresolved:
+        note(escape(f"warning: {unresolved.message()}; the setting keeps the literal reference"))
+    return resolution
+
+
+def _watcher(
+    resolution: Resolution,
+    resolver: Resolver | None,
+    interval: float,
+    restarts: Restarts,
+    endpoint: RunningEndpoint,
+) -> ReferenceWatch | None:
+    def restart(settings: dict[str, str], reasons: list[str]) -> bool:
+        if not restarts.request(child_environment(dict(os.environ), settings, endpoint)):
+            return False
+        for reason in reasons:
+            note(escape(reason))
+        note(f"restarting the app: SIGTERM, then up to {restarts.grace:g}s for it to end")
+        return True
+
+    watcher = ReferenceWatch(resolution, resolver, interval, restart, say=lambda m: note(escape(m)))
+    if not watcher.watched:
+        note(
+            "--watch: no vault reference here follows the latest version (a reference with a "
+            "version never changes); nothing to watch"
+        )
+        return None
+    note(
+        f"watching the vault references of {', '.join(watcher.watched)} every {interval:g}s; "
+        "a new version restarts the app"
+    )
+    return watcher
 
 
 @app_app.command("serve-imds")

@@ -470,6 +470,15 @@ def app_create(
         ),
     ] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,
+    key_vault_reference_identity: Annotated[
+        str | None,
+        typer.Option(
+            "--key-vault-reference-identity",
+            help="The identity that resolves the app's vault references: \\[system] (the "
+            "default) or a user-assigned identity's ID or name in the same resource group; it "
+            "must be assigned to the app.",
+        ),
+    ] = None,
     tags: TagsOption = None,
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
@@ -478,6 +487,11 @@ def app_create(
     """Create an app (or update one that exists, keeping its identities)."""
     sub = subscription_of(data_dir, subscription)
     properties: dict[str, Any] = {}
+    if key_vault_reference_identity is not None:
+        system, ids = identity_refs(sub, group, [key_vault_reference_identity])
+        if key_vault_reference_identity.lower() == "systemassigned":
+            system = True
+        properties["keyVaultReferenceIdentity"] = "SystemAssigned" if system else ids[0]
     if command is not None:
         try:
             properties["command"] = shlex.split(command)

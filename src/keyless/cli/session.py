@@ -353,6 +353,12 @@ class ApiClient:
             base_url=self.endpoint, verify=ssl.create_default_context(cafile=ca), timeout=30
         )
 
+    @property
+    def http(self) -> httpx.Client:
+        """HTTPS to the server: its address as base URL, verified against the CA the CLI
+        trusts (the vault data plane is reached through it, keyless.vault.client)."""
+        return self._http
+
     def token(self, force: bool = False) -> dict[str, Any]:
         return signed_in(self.paths, force)
 

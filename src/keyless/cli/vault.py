@@ -3,16 +3,16 @@ identity`) and their secrets (each vault's Key Vault data plane), in the shape o
 
 Secret commands call `https://{vault}.vault.{host}:{port}/secrets/...` with a token for
 api://keyless/vault. `*.vault.localhost` does not resolve everywhere, so the CLI connects to the
-server's own address and names the vault in the TLS SNI and the Host header; the certificate is
-verified for the vault's host name against the Keyless CA. A secret's value is printed only when
-asked (`show --show-value`), and can be given from a file or stdin rather than the command line.
+server's own address and names the vault in the TLS SNI and the Host header
+(keyless.vault.client); the certificate is verified for the vault's host name against the
+Keyless CA. A secret's value is printed only when asked (`show --show-value`), and can be given
+from a file or stdin rather than the command line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -44,6 +44,13 @@ from keyless.cli.session import (
     is_remote,
     resource_token,
 )
+from keyless.vault.client import (
+    SECRET_NAME,
+    VAULT_NAME,
+    VERSION,
+    vault_error,
+    vault_request,
+)
 from keyless.vault.domain import VaultDomain
 
 vault_app = typer.Typer(help="Vaults and their secrets.", no_args_is_help=True)
@@ -52,12 +59,6 @@ vault_app.add_typer(secret_app, name="secret")
 
 VAULT_TYPE = "Keyless.Vault/vaults"
 VAULT_SCOPE = "api://keyless/vault/.default"
-API_VERSION = "7.5"
-# The server's rules (keyless.vault.resource and keyless.vault.api), checked here too so that a
-# bad name is refused before it becomes part of a host name or a URL path.
-_VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
-_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 # ------------------------------------------------------------------------------------ vaults
@@ -151,7 +152,7 @@ def vault_delete(
 
 
 def _vault_name(name: str) -> str:
-    if not _VAULT_NAME.match(name):
+    if not VAULT_NAME.match(name):
         fail(
             f"the vault name {name[:60]!r} is not valid: use 3-24 letters, digits and hyphens, "
             "starting with a letter, ending with a letter or digit, no '--'"
@@ -160,7 +161,7 @@ def _vault_name(name: str) -> str:
 
 
 def _secret_name(name: str) -> str:
-    if not _SECRET_NAME.match(name):
+    if not SECRET_NAME.match(name):
         fail(f"the secret name {name[:60]!r} is not valid: use 1-127 letters, digits and hyphens")
     return name
 
@@ -168,19 +169,13 @@ def _secret_name(name: str) -> str:
 def _version(version: str | None) -> str:
     if version is None:
         return ""
-    if not _VERSION.match(version):
+    if not VERSION.match(version):
         fail(f"the version {version[:60]!r} is not valid: a version is 32 hexadecimal digits")
     return f"/{version}"
 
 
 def _refused(response: httpx.Response) -> NoReturn:
-    try:
-        error = response.json().get("error", {})
-        message = str(error.get("message") or "").strip()
-    except (ValueError, AttributeError):
-        message = ""
-    message = message or response.reason_phrase or "the vault refused the request"
-    fail(f"{message} (HTTP {response.status_code})")
+    fail(f"{vault_error(response)[1]} (HTTP {response.status_code})")
 
 
 def vault_call(
@@ -209,18 +204,10 @@ def vault_call(
             f"vaults need a DNS name for the server ({domain.host} is not one); use an endpoint "
             "such as https://localhost:PORT"
         )
-    vault_host = urlsplit(domain.vault_url(name)).netloc
-    headers = {"Authorization": f"Bearer {token['accessToken']}", "Host": vault_host}
     with http:
         try:
-            # Connect to the server's address; present and verify the vault's host name.
-            response = http.request(
-                method,
-                path,
-                params={"api-version": API_VERSION},
-                json=body,
-                headers=headers,
-                extensions={"sni_hostname": vault_host.rsplit(":", 1)[0]},
+            response = vault_request(
+                http, domain, name, method, path, str(token["accessToken"]), body
             )
         except httpx.HTTPError as exc:
             fail(

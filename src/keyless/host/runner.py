@@ -51,6 +51,7 @@ STRIPPED_NAMES = {
     "AZURE_USERNAME",
     "AZURE_PASSWORD",
 }
+RESTART_GRACE_S = 30.0
 
 
 @dataclass
@@ -60,6 +61,10 @@ class RunningEndpoint:
     header: str
     source: TokenSource
     child_pid: list[int] = field(default_factory=list)
+
+    def serve_to(self, pid: int) -> None:
+        """The app's process is now `pid` (its first start, or a restart)."""
+        self.child_pid[:] = [pid]
 
 
 def child_environment(
@@ -130,29 +135,111 @@ def serve_endpoint(
         sock.close()
 
 
-def run_child(
-    command: list[str], env: dict[str, str], cwd: str | None, started: Callable[[int], None]
-) -> int:
-    """Run the child to its end, forwarding signals; its exit code (128+N if killed by N)."""
+def _spawn(command: list[str], env: dict[str, str], cwd: str | None) -> subprocess.Popen[bytes]:
     if cwd is not None and not os.path.isdir(cwd):
         # Popen reports a missing cwd as FileNotFoundError too: say which one is missing.
         raise RuntimeError(
             f"cannot start in {cwd!r} (the app's workingDirectory): no such directory"
         )
     try:
-        child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+        return subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
     except FileNotFoundError:
         raise RuntimeError(f"cannot start {command[0]!r}: no such program") from None
     except PermissionError:
         raise RuntimeError(f"cannot start {command[0]!r}: permission denied") from None
     except OSError as exc:  # e.g. ENOEXEC: a script without a #! line
         raise RuntimeError(f"cannot start {command[0]!r}: {exc.strerror}") from None
+
+
+class Restarts:
+    """Lets another thread (`keyless app run --watch`) end the running child and have
+    `run_child` start it again with a new environment: SIGTERM, then SIGKILL if it has not
+    ended within `grace` seconds. A terminating signal the user sends (SIGINT, SIGTERM,
+    SIGQUIT) cancels a pending restart: the app then ends as asked."""
+
+    def __init__(self, grace: float = RESTART_GRACE_S, say: Callable[[str], None] = print) -> None:
+        self.grace = grace
+        self._say = say
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._ended = threading.Event()
+        self._env: dict[str, str] | None = None
+        self._stopping = False
+
+    def request(self, env: dict[str, str]) -> bool:
+        """Restart the child with `env`; False if there is no running child to restart (it is
+        ending on its own, or the user asked it to)."""
+        with self._lock:
+            child = self._child
+            if child is None or child.poll() is not None or self._stopping:
+                return False
+            pending = self._env is not None
+            self._env = env
+            ended = self._ended
+        if not pending:
+            child.send_signal(signal.SIGTERM)
+            threading.Thread(
+                target=self._kill_late, args=(child, ended), name="keyless-restart", daemon=True
+            ).start()
+        return True
+
+    def _kill_late(self, child: subprocess.Popen[bytes], ended: threading.Event) -> None:
+        if not ended.wait(self.grace):
+            self._say(f"the app did not end within {self.grace:g}s of SIGTERM; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+
+    def _started(self, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._child, self._ended = child, threading.Event()
+
+    def _stopped(self) -> dict[str, str] | None:
+        """After the child ended: the environment to start it again with, if asked to."""
+        with self._lock:
+            self._ended.set()
+            self._child = None
+            env, self._env = self._env, None
+            return None if self._stopping else env
+
+    def _user_signal(self, signum: int) -> None:
+        if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            with self._lock:
+                self._stopping = True
+
+
+def run_child(
+    command: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    started: Callable[[int], None],
+    restarts: Restarts | None = None,
+) -> int:
+    """Run the child to its end, forwarding signals; its exit code (128+N if killed by N).
+    With `restarts`, a child ended for a restart is started again (`started` is called with
+    each new pid) and only the last one's exit code counts."""
+    child = _spawn(command, env, cwd)
     started(child.pid)
+    current = [child]
+
+    def forward(signum: int, _frame: Any) -> None:
+        if restarts is not None:
+            restarts._user_signal(signum)
+        current[0].send_signal(signum)
+
     previous = {}
     for signum in FORWARDED_SIGNALS:
-        previous[signum] = signal.signal(signum, lambda s, _f: child.send_signal(s))
+        previous[signum] = signal.signal(signum, forward)
     try:
-        code = child.wait()
+        while True:
+            if restarts is not None:
+                restarts._started(child)
+            code = child.wait()
+            again = restarts._stopped() if restarts is not None else None
+            if again is None:
+                break
+            child = _spawn(command, again, cwd)
+            current[0] = child
+            started(child.pid)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -76,8 +76,35 @@ def validate_app_settings(settings: object) -> dict[str, str]:
     return out
 
 
+_USER_IDENTITY_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Keyless\.ManagedIdentity/userAssignedIdentities/[^/]+$",
+    re.IGNORECASE,
+)
+
+
+def validate_reference_identity(value: object) -> str:
+    """The identity that resolves the app's vault references (Azure's
+    `keyVaultReferenceIdentity`): `SystemAssigned`, or a user-assigned identity's resource ID."""
+    if isinstance(value, str) and value.lower() in ("systemassigned", "[system]", "system"):
+        return "SystemAssigned"
+    if isinstance(value, str) and len(value) <= 1024 and _USER_IDENTITY_ID.match(value):
+        return value
+    raise PropertiesError(
+        "keyVaultReferenceIdentity must be SystemAssigned or the resource ID of a user-assigned "
+        "identity (/subscriptions/S/resourceGroups/G/providers/"
+        "Keyless.ManagedIdentity/userAssignedIdentities/NAME)"
+    )
+
+
 def _validate_app(properties: Properties) -> Properties:
-    allowed = {"command", "appSettings", "description", "workingDirectory"}
+    allowed = {
+        "command",
+        "appSettings",
+        "description",
+        "workingDirectory",
+        "keyVaultReferenceIdentity",
+    }
     unknown = set(properties) - allowed
     if unknown:
         raise PropertiesError(
@@ -106,6 +133,9 @@ def _validate_app(properties: Properties) -> Properties:
     }
     if working_directory is not None:
         out["workingDirectory"] = working_directory
+    reference_identity = properties.get("keyVaultReferenceIdentity")
+    if reference_identity is not None:
+        out["keyVaultReferenceIdentity"] = validate_reference_identity(reference_identity)
     return out
 
 
