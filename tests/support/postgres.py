@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import glob
 import os
 import pwd
 import secrets
@@ -28,7 +27,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-_BINARIES = ("initdb", "pg_ctl", "postgres")
+from keyless.gateway.cluster import ClusterError, find_bindir
+
 _HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH or in "
     "/usr/lib/postgresql/*/bin. Run the project's test script, which installs the "
@@ -37,21 +37,12 @@ _HINT = (
 
 
 def find_pg_bindir() -> Path:
-    """Return the directory holding initdb/pg_ctl/postgres (PATH first, then newest Debian)."""
-    found = [shutil.which(name) for name in _BINARIES]
-    if all(found):
-        dirs = {Path(p).resolve().parent for p in found if p}
-        if len(dirs) == 1:  # mixing versions across directories would break initdb/pg_ctl
-            return dirs.pop()
-
-    def version(d: str) -> tuple[int, ...]:
-        parts = Path(d).parent.name.split(".")
-        return tuple(int(p) for p in parts if p.isdigit())
-
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if all(os.access(Path(d, n), os.X_OK) for n in _BINARIES):
-            return Path(d)
-    raise RuntimeError(_HINT)
+    """Return the directory holding initdb/pg_ctl/postgres (PATH first, then newest Debian):
+    the same search `keyless postgres server create` makes."""
+    try:
+        return find_bindir()
+    except ClusterError:
+        raise RuntimeError(_HINT) from None
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ import typer
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import emit, fail, note
-from keyless.cli.postgres import admin_token
+from keyless.cli.postgres import OwnedObjectsOption, admin_token, owned_choice
 from keyless.cli.resources import (
     APP_TYPE,
     AzCommand,
@@ -47,22 +47,6 @@ CustomizedKeysOption = Annotated[
     list[str] | None,
     typer.Option("--customized-keys", help="DEFAULT_KEY=NEW_KEY, several allowed."),
 ]
-
-
-class _Api:
-    """The management API for the connector, failing with the server's own message."""
-
-    def __init__(self, data_dir: Any) -> None:
-        self._client = ApiClient(paths_for(data_dir))
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> Any:
-        return self._client.call(method, path, body, params)
 
 
 def _client_id(value: str, option: str) -> str:
@@ -113,7 +97,7 @@ def run_create(
     try:
         renames = parse_customized(customized or [])
         result = create(
-            _Api(data_dir),
+            ApiClient(paths_for(data_dir)),
             app_path,
             kind,
             connection,
@@ -273,12 +257,7 @@ def connection_delete(
     group: GroupOption,
     name: NameOption,
     connection: ConnectionOption,
-    owned_objects: Annotated[
-        str,
-        typer.Option(
-            help="Objects the connection's role owns: reassign (to the database owner) or drop."
-        ),
-    ] = "reassign",
+    owned_objects: OwnedObjectsOption = "reassign",
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -286,15 +265,13 @@ def connection_delete(
     from keyless.connector.service import delete
     from keyless.gateway.pgadmin import PgAdminError
 
-    if owned_objects not in ("reassign", "drop"):
-        fail("--owned-objects must be reassign or drop")
     path = _app_path(data_dir, subscription, group, name)
     try:
         done = delete(
-            _Api(data_dir),
+            ApiClient(paths_for(data_dir)),
             path,
             connection,
-            {"owned_objects": owned_objects},
+            {"owned_objects": owned_choice(owned_objects)},
             admin_token(data_dir),
             say=note,
         )

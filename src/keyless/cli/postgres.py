@@ -10,7 +10,7 @@ for, stored or printed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +26,9 @@ from keyless.cli.resources import (
     token_of,
 )
 from keyless.cli.session import ApiClient, CliError, _running_server, resource_token
+
+if TYPE_CHECKING:
+    from keyless.gateway.pgadmin import OwnedObjects
 
 postgres_app = typer.Typer(
     help="PostgreSQL servers that accept Keyless tokens as passwords.", no_args_is_help=True
@@ -43,6 +46,20 @@ postgres_app.add_typer(principal_app, name="principal")
 SERVER_TYPE = "Keyless.Database/postgresServers"
 POSTGRES_SCOPE = "api://keyless/postgres/.default"
 ServerOption = Annotated[str, typer.Option("--server", "-s", help="Server name.")]
+OwnedObjectsOption = Annotated[
+    str,
+    typer.Option(
+        help="What happens to objects the role owns: reassign (to the database's owner) or drop."
+    ),
+]
+
+
+def owned_choice(value: str) -> OwnedObjects:
+    if value == "reassign":
+        return "reassign"
+    if value == "drop":
+        return "drop"
+    fail("--owned-objects must be reassign or drop")
 
 
 def _server_path(data_dir: Any, subscription: str | None, group: str, name: str) -> str:
@@ -86,9 +103,10 @@ def _admin_session(data_dir: Any, server: dict[str, Any], database: str = "postg
     admin = props.get("administratorLogin")
     if not admin:
         fail(f"server {server['name']!r} is not enabled: run `keyless postgres server register`")
-    address = ServerAddress(str(props["host"]), int(props["port"]), str(props["sslMode"]))
     try:
-        return address.connect(str(admin), admin_token(data_dir)(POSTGRES_SCOPE), database)
+        return ServerAddress.of(server).connect(
+            str(admin), admin_token(data_dir)(POSTGRES_SCOPE), database
+        )
     except PgAdminError as exc:
         fail(
             f"{exc}. Is `keyless serve` (with its token gateway) running, and are you signed in "
@@ -144,9 +162,10 @@ def _enable(
             on_failure()
         fail(f"enabling {name} failed: {exc}; the server resource was removed again")
     if not print_only:
-        address = ServerAddress(str(props["host"]), int(props["port"]), str(props["sslMode"]))
         try:
-            with address.connect(admin_role, admin_token(data_dir)(POSTGRES_SCOPE)) as conn:
+            with ServerAddress.of(server).connect(
+                admin_role, admin_token(data_dir)(POSTGRES_SCOPE)
+            ) as conn:
                 conn.execute("SELECT 1")
         except PgAdminError as exc:
             fail(
@@ -261,6 +280,22 @@ def _cluster_of(server: dict[str, Any]) -> Any:
     )
 
 
+def _run_cluster(
+    data_dir: Any, subscription: str | None, group: str, name: str, action: str
+) -> dict[str, Any]:
+    """`start` or `stop` the local cluster behind a server that `server create` made."""
+    from keyless.gateway.cluster import ClusterError
+
+    server: dict[str, Any] = call(
+        data_dir, "GET", _server_path(data_dir, subscription, group, name)
+    )
+    try:
+        getattr(_cluster_of(server), action)()
+    except ClusterError as exc:
+        fail(str(exc))
+    return server
+
+
 @server_app.command("start")
 def server_start(
     group: GroupOption,
@@ -269,13 +304,7 @@ def server_start(
     data_dir: DataDirOption = None,
 ) -> None:
     """Start a server that `server create` made."""
-    from keyless.gateway.cluster import ClusterError
-
-    server = call(data_dir, "GET", _server_path(data_dir, subscription, group, name))
-    try:
-        _cluster_of(server).start()
-    except ClusterError as exc:
-        fail(str(exc))
+    server = _run_cluster(data_dir, subscription, group, name, "start")
     note(f"{name} is running on 127.0.0.1:{server['properties']['port']}")
 
 
@@ -287,13 +316,7 @@ def server_stop(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop a server that `server create` made."""
-    from keyless.gateway.cluster import ClusterError
-
-    server = call(data_dir, "GET", _server_path(data_dir, subscription, group, name))
-    try:
-        _cluster_of(server).stop()
-    except ClusterError as exc:
-        fail(str(exc))
+    _run_cluster(data_dir, subscription, group, name, "stop")
     note(f"{name} stopped")
 
 
@@ -455,21 +478,14 @@ def principal_drop(
     group: GroupOption,
     server: ServerOption,
     role: Annotated[str, typer.Option("--name", "-n", help="The database role.")],
-    owned_objects: Annotated[
-        str,
-        typer.Option(
-            help="What happens to objects the role owns: reassign (to each "
-            "database's owner) or drop."
-        ),
-    ] = "reassign",
+    owned_objects: OwnedObjectsOption = "reassign",
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Drop the role (in every database, its objects reassigned or dropped) and its mapping."""
     from keyless.gateway.pgadmin import PgAdminError, drop_role, release_database
 
-    if owned_objects not in ("reassign", "drop"):
-        fail("--owned-objects must be reassign or drop")
+    owned = owned_choice(owned_objects)
     path = _server_path(data_dir, subscription, group, server)
     record = call(data_dir, "GET", path)
     with _admin_session(data_dir, record) as conn:
@@ -482,7 +498,7 @@ def principal_drop(
         try:
             for db in databases:
                 with _admin_session(data_dir, record, db) as db_conn:
-                    release_database(db_conn, role, owned_objects)  # type: ignore[arg-type]
+                    release_database(db_conn, role, owned)
             dropped = drop_role(conn, role)
         except PgAdminError as exc:
             fail(str(exc))

@@ -11,7 +11,15 @@ import uuid
 from typing import Any
 
 from keyless.connector.plan import Plan
-from keyless.connector.target import Check, ProvisionContext, ValidationContext, register
+from keyless.connector.target import (
+    Check,
+    ProvisionContext,
+    ValidationContext,
+    configuration_check,
+    register,
+    sibling_path,
+    skipped,
+)
 
 VAULT_TYPE = "Keyless.Vault/vaults"
 ROLE = "Vault Secrets User"
@@ -22,20 +30,12 @@ AZURE_SCOPE = "https://vault.azure.net/.default"
 AUTHZ = "/providers/Keyless.Authorization/roleAssignments"
 
 
-def vault_path(app_id: str, vault: str) -> str:
-    """`--vault` as a name in the app's resource group, or a full resource ID."""
-    if vault.startswith("/subscriptions/"):
-        return vault
-    group_id = app_id.split("/providers/", 1)[0]
-    return f"{group_id}/providers/{VAULT_TYPE}/{vault}"
-
-
 class KeyVaultTarget:
     kind = "keyvault"
     key_target = "KEYVAULT"
 
     def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
-        path = vault_path(str(ctx.app["id"]), str(ctx.options["vault"]))
+        path = sibling_path(str(ctx.app["id"]), VAULT_TYPE, str(ctx.options["vault"]))
         vault = plan.step(f"find vault {ctx.options['vault']!r}", lambda: ctx.api.call("GET", path))
         assignment = f"{vault['id']}{AUTHZ}/{uuid.uuid4()}"
         body = {"properties": {"roleDefinitionId": ROLE, "principalId": ctx.identity.principal_id}}
@@ -86,18 +86,7 @@ class KeyVaultTarget:
 
     def validate(self, ctx: ValidationContext) -> list[Check]:
         target = ctx.connection["targetService"]
-        keys = ctx.connection.get("configurationKeys", [])
-        missing = [k for k in keys if not ctx.app_settings.get(k)]
-        checks = [
-            Check(
-                "configuration keys",
-                not missing,
-                f"missing from the app's settings: {', '.join(missing)}"
-                if missing
-                else f"{', '.join(keys)} present",
-                "delete the connection and create it again" if missing else "",
-            )
-        ]
+        checks = [configuration_check(ctx, "delete the connection and create it again")]
         if ctx.identity_problem is not None:
             checks.append(
                 Check(
@@ -107,7 +96,7 @@ class KeyVaultTarget:
                     "assign the identity to the app again, or delete this connection",
                 )
             )
-            return checks + _skipped("token", "role")
+            return checks + skipped("token", "role")
         checks.append(Check("identity", True, "the identity exists and is the app's"))
         if ctx.target is None:
             checks.append(
@@ -118,7 +107,7 @@ class KeyVaultTarget:
                     "delete this connection; create the vault, then connect again",
                 )
             )
-            return checks + _skipped("token", "role")
+            return checks + skipped("token", "role")
         checks.append(Check("target", True, f"vault {target['endpoint']} exists"))
         try:
             ctx.issue_token(VAULT_AUDIENCE)
@@ -126,7 +115,7 @@ class KeyVaultTarget:
         except Exception as exc:
             reason = getattr(exc, "description", None) or str(exc)
             checks.append(Check("token", False, f"no token for the identity: {reason}", ""))
-            return checks + _skipped("role")
+            return checks + skipped("role")
         allowed = ctx.extra["allowed"](READ_ACTION, str(target["id"]))
         checks.append(
             Check(
@@ -140,10 +129,6 @@ class KeyVaultTarget:
             )
         )
         return checks
-
-
-def _skipped(*names: str) -> list[Check]:
-    return [Check(name, None, "not checked: an earlier check failed") for name in names]
 
 
 KEYVAULT = register(KeyVaultTarget())

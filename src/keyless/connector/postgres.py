@@ -15,7 +15,15 @@ import psycopg
 
 from keyless.connector.keys import postgres_values
 from keyless.connector.plan import Plan
-from keyless.connector.target import Check, ProvisionContext, ValidationContext, register
+from keyless.connector.target import (
+    Check,
+    ProvisionContext,
+    ValidationContext,
+    configuration_check,
+    register,
+    sibling_path,
+    skipped,
+)
 from keyless.gateway.pgadmin import (
     LOGIN_GROUP,
     OwnedObjects,
@@ -24,6 +32,7 @@ from keyless.gateway.pgadmin import (
     create_login_role,
     database_exists,
     drop_role,
+    first_line,
     grant_database,
     release_database,
     role_exists,
@@ -39,21 +48,6 @@ def default_role(connection: str) -> str:
     return f"aad_{connection}"[:63]
 
 
-def server_path(app_id: str, server: str) -> str:
-    """`--server` as a name in the app's resource group, or a full resource ID."""
-    if server.startswith("/subscriptions/"):
-        return server
-    group_id = app_id.split("/providers/", 1)[0]
-    return f"{group_id}/providers/{SERVER_TYPE}/{server}"
-
-
-def address_of(server: dict[str, Any]) -> ServerAddress:
-    props = server["properties"]
-    return ServerAddress(
-        str(props["host"]), int(props["port"]), str(props.get("sslMode", "prefer"))
-    )
-
-
 def admin_session(
     ctx: ProvisionContext, server: dict[str, Any], database: str = "postgres"
 ) -> psycopg.Connection[tuple[object, ...]]:
@@ -63,7 +57,7 @@ def admin_session(
             f"server {server['name']!r} is not enabled for Keyless: run `keyless postgres "
             "server register` (or create it with `keyless postgres server create`)"
         )
-    conn = address_of(server).connect(str(admin), ctx.admin_token(POSTGRES_SCOPE), database)
+    conn = ServerAddress.of(server).connect(str(admin), ctx.admin_token(POSTGRES_SCOPE), database)
     ctx.cleanup.append(conn.close)
     return conn
 
@@ -75,7 +69,7 @@ class PostgresTarget:
     def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
         database = str(ctx.options["database"])
         role = str(ctx.options.get("role") or default_role(ctx.connection))
-        path = server_path(str(ctx.app["id"]), str(ctx.options["server"]))
+        path = sibling_path(str(ctx.app["id"]), SERVER_TYPE, str(ctx.options["server"]))
         server = plan.step(
             f"find PostgreSQL server {ctx.options['server']!r}",
             lambda: ctx.api.call("GET", path),
@@ -199,23 +193,13 @@ def _mapping(ctx: ProvisionContext, path: str) -> str | None:
 def _validate(ctx: ValidationContext) -> list[Check]:
     target = ctx.connection["targetService"]
     role, database = str(target["role"]), str(target["database"])
-    checks: list[Check] = []
-    missing = [
-        k for k in ctx.connection.get("configurationKeys", []) if not ctx.app_settings.get(k)
-    ]
-    checks.append(
-        Check(
-            "configuration keys",
-            not missing,
-            f"missing from the app's settings: {', '.join(missing)}"
-            if missing
-            else f"{', '.join(ctx.connection.get('configurationKeys', []))} present",
+    checks = [
+        configuration_check(
+            ctx,
             "delete the connection and create it again, or set the keys back "
-            "(`keyless app connection list-configuration` shows them)"
-            if missing
-            else "",
+            "(`keyless app connection list-configuration` shows them)",
         )
-    )
+    ]
     if ctx.identity_problem is not None:
         checks.append(
             Check(
@@ -226,7 +210,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "for the identity the app has",
             )
         )
-        return checks + _skipped(
+        return checks + skipped(
             "target reachable", "token", "login through the gateway", "role and grants"
         )
     checks.append(Check("identity", True, f"{ctx.connection['authInfo']['authType']} present"))
@@ -239,7 +223,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "delete this connection; register or create the server, then connect again",
             )
         )
-        return checks + _skipped("token", "login through the gateway", "role and grants")
+        return checks + skipped("token", "login through the gateway", "role and grants")
     host, port = str(ctx.target["host"]), int(ctx.target["port"])
     try:
         with socket.create_connection((host, port), timeout=3):
@@ -255,7 +239,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "check host and port (`keyless postgres server show`)",
             )
         )
-        return checks + _skipped("token", "login through the gateway", "role and grants")
+        return checks + skipped("token", "login through the gateway", "role and grants")
     try:
         token = ctx.issue_token(POSTGRES_AUDIENCE)
         checks.append(Check("token", True, f"a token for {POSTGRES_AUDIENCE} was issued"))
@@ -270,7 +254,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "resource API (`keyless ad api list`)",
             )
         )
-        return checks + _skipped("login through the gateway", "role and grants")
+        return checks + skipped("login through the gateway", "role and grants")
     principal = str(ctx.connection["authInfo"]["principalId"])
     server_name = str(target["id"]).rstrip("/").rsplit("/", 1)[-1]
     owner = ctx.role_owner(server_name, role)
@@ -285,7 +269,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "delete this connection and create it again",
             )
         )
-        return checks + _skipped("role and grants")
+        return checks + skipped("role and grants")
     sslmode = str(ctx.target.get("sslMode", "prefer"))
     try:
         conn = psycopg.connect(
@@ -300,7 +284,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
             application_name="keyless-validate",
         )
     except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         checks.append(
             Check(
                 "login through the gateway",
@@ -312,7 +296,7 @@ def _validate(ctx: ValidationContext) -> list[Check]:
                 "register` writes them again)",
             )
         )
-        return checks + _skipped("role and grants")
+        return checks + skipped("role and grants")
     with conn:
         checks.append(
             Check("login through the gateway", True, f"logged in as {role!r} with a token")
@@ -361,10 +345,6 @@ def _grants(conn: psycopg.Connection[tuple[object, ...]], role: str, database: s
             "delete this connection and create it again (it grants all of these)",
         )
     return Check("role and grants", True, f"role {role!r} has its privileges in {database!r}")
-
-
-def _skipped(*names: str) -> list[Check]:
-    return [Check(name, None, "not checked: an earlier check failed") for name in names]
 
 
 POSTGRES = register(PostgresTarget())

@@ -187,28 +187,22 @@ def create(
 
 def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: Plan) -> None:
     current = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
-    clashes = [k for k in keys if k in current and current[k] != keys[k]]
-    if clashes:
-        plan.step(
-            "write the configuration keys",
-            lambda: _raise(
+    before = dict(current)
+
+    def write() -> None:
+        clashes = [k for k in keys if k in current and current[k] != keys[k]]
+        if clashes:
+            raise ConnectionError_(
                 f"the app already has settings {', '.join(clashes)} with other values; rename "
                 "this connection's keys with --customized-keys KEY=NEW_KEY, or remove them"
-            ),
-        )
-    before = dict(current)
-    plan.step(
-        f"write {', '.join(sorted(keys))} into the app's settings",
-        lambda: api.call("PATCH", app_path, {"properties": {"appSettings": {**current, **keys}}}),
-    )
+            )
+        api.call("PATCH", app_path, {"properties": {"appSettings": {**current, **keys}}})
+
+    plan.step(f"write {', '.join(sorted(keys))} into the app's settings", write)
     plan.on_undo(
         "restored the app's settings",
         lambda: api.call("PATCH", app_path, {"properties": {"appSettings": before}}),
     )
-
-
-def _raise(message: str) -> None:
-    raise ConnectionError_(message)
 
 
 def delete(

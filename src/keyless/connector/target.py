@@ -99,6 +99,33 @@ class Target(Protocol):
     def validate(self, ctx: ValidationContext) -> list[Check]: ...
 
 
+def sibling_path(app_id: str, resource_type: str, target: str) -> str:
+    """A target given as a name in the app's resource group, or as a full resource ID."""
+    if target.startswith("/subscriptions/"):
+        return target
+    group_id = app_id.split("/providers/", 1)[0]
+    return f"{group_id}/providers/{resource_type}/{target}"
+
+
+def configuration_check(ctx: ValidationContext, fix: str) -> Check:
+    """Every key the connection wrote is still in the app's settings."""
+    keys = ctx.connection.get("configurationKeys", [])
+    missing = [k for k in keys if not ctx.app_settings.get(k)]
+    if missing:
+        return Check(
+            "configuration keys",
+            False,
+            f"missing from the app's settings: {', '.join(missing)}",
+            fix,
+        )
+    return Check("configuration keys", True, f"{', '.join(keys)} present")
+
+
+def skipped(*names: str) -> list[Check]:
+    """Checks that were not run because an earlier one failed (reported, not guessed)."""
+    return [Check(name, None, "not checked: an earlier check failed") for name in names]
+
+
 _TARGETS: dict[str, Target] = {}
 
 

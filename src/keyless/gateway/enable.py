@@ -27,6 +27,7 @@ from keyless.gateway.pgadmin import (
     PgAdminError,
     create_login_role,
     ensure_login_group,
+    first_line,
     role_exists,
     server_version,
 )
@@ -178,7 +179,7 @@ def enable(
     except psycopg.Error as exc:
         raise PgAdminError(
             "cannot connect with the administrator connection: "
-            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+            f"{first_line(exc)}"
             ". Give a libpq URL that works with psql, e.g. postgresql://postgres@/postgres?"
             "host=/var/run/postgresql"
         ) from None

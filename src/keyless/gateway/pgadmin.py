@@ -10,7 +10,7 @@ through `psycopg.sql.Identifier`; nothing is pasted into SQL text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -28,6 +28,12 @@ class ServerAddress:
     host: str
     port: int
     sslmode: str = "prefer"
+
+    @classmethod
+    def of(cls, server: dict[str, Any]) -> ServerAddress:
+        """Where a `postgresServers` resource (as the API returns it) listens."""
+        props = server["properties"]
+        return cls(str(props["host"]), int(props["port"]), str(props.get("sslMode", "prefer")))
 
     def connect(
         self, user: str, password: str | None, dbname: str = "postgres", timeout: int = 10
@@ -49,11 +55,12 @@ class ServerAddress:
         except psycopg.OperationalError as exc:
             raise PgAdminError(
                 f"cannot log in to PostgreSQL at {self.host}:{self.port} as {user!r} "
-                f"(database {dbname!r}): {_first_line(exc)}"
+                f"(database {dbname!r}): {first_line(exc)}"
             ) from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The last line of a driver error (libpq's reason), never the connection parameters."""
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
 
@@ -101,7 +108,7 @@ def create_login_role(
             )
         )
     except psycopg.Error as exc:
-        raise PgAdminError(f"cannot create role {role!r}: {_first_line(exc)}") from None
+        raise PgAdminError(f"cannot create role {role!r}: {first_line(exc)}") from None
     return True
 
 
@@ -158,7 +165,7 @@ def grant_database(conn: psycopg.Connection[tuple[object, ...]], role: str) -> N
                 conn.execute(statement)
     except psycopg.Error as exc:
         raise PgAdminError(
-            f"cannot grant privileges to {role!r} in database {database[0]!r}: {_first_line(exc)}"
+            f"cannot grant privileges to {role!r} in database {database[0]!r}: {first_line(exc)}"
         ) from None
 
 
@@ -221,7 +228,7 @@ def release_database(
             conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(target))
     except psycopg.Error as exc:
         raise PgAdminError(
-            f"cannot release what role {role!r} owns and was granted: {_first_line(exc)}"
+            f"cannot release what role {role!r} owns and was granted: {first_line(exc)}"
         ) from None
 
 
@@ -233,7 +240,7 @@ def drop_role(conn: psycopg.Connection[tuple[object, ...]], role: str) -> bool:
         conn.execute(sql.SQL("DROP ROLE {}").format(_ident(role)))
     except psycopg.Error as exc:
         raise PgAdminError(
-            f"cannot drop role {role!r}: {_first_line(exc)}. Objects in other databases may "
+            f"cannot drop role {role!r}: {first_line(exc)}. Objects in other databases may "
             "still belong to it: reassign or drop them there (REASSIGN OWNED / DROP OWNED), "
             "then run this again"
         ) from None
@@ -244,7 +251,7 @@ def create_database(conn: psycopg.Connection[tuple[object, ...]], database: str)
     try:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(_ident(database)))
     except psycopg.Error as exc:
-        raise PgAdminError(f"cannot create database {database!r}: {_first_line(exc)}") from None
+        raise PgAdminError(f"cannot create database {database!r}: {first_line(exc)}") from None
 
 
 def server_version(conn: psycopg.Connection[tuple[object, ...]]) -> str:
