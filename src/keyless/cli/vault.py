@@ -219,6 +219,24 @@ def vault_call(
     return response.json() if response.content else None
 
 
+def vault_list_all(data_dir: Any, vault: str, path: str) -> list[dict[str, Any]]:
+    """Every item of a vault list, following its `nextLink`s (a page holds at most 25)."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    result = vault_call(data_dir, vault, "GET", path)
+    while True:
+        items.extend(result.get("value") or [])
+        link = result.get("nextLink")
+        if not link:
+            return items
+        if link in seen:  # a server that sends the same page again must not loop us forever
+            fail(f"the vault {vault} returned the same nextLink twice; the list is incomplete")
+        seen.add(link)
+        # Same vault, same connection: only the path and query of the link are used.
+        parts = urlsplit(str(link))
+        result = vault_call(data_dir, vault, "GET", f"{parts.path}?{parts.query}")
+
+
 def _iso(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
@@ -345,8 +363,8 @@ def secret_list(
     output: OutputOption = "json",
 ) -> None:
     """The vault's secrets (not deleted ones), without values."""
-    result = vault_call(data_dir, vault_name, "GET", "/secrets")
-    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+    items = vault_list_all(data_dir, vault_name, "/secrets")
+    show([secret_json(i) for i in items], output, SECRET_COLUMNS, _row)
 
 
 @secret_app.command("list-versions")
@@ -358,8 +376,8 @@ def secret_list_versions(
 ) -> None:
     """A secret's versions, oldest first, without values."""
     path = f"/secrets/{_secret_name(name)}/versions"
-    result = vault_call(data_dir, vault_name, "GET", path)
-    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+    items = vault_list_all(data_dir, vault_name, path)
+    show([secret_json(i) for i in items], output, SECRET_COLUMNS, _row)
 
 
 @secret_app.command("delete")

@@ -29,7 +29,7 @@ from keyless.store.grant_log import GrantLogError
 from keyless.store.models import Vault
 from keyless.vault.crypto import VaultKeys
 from keyless.vault.domain import VaultDomain
-from keyless.vault.operations import MAX_BODY, Context, Operation, VaultError
+from keyless.vault.operations import Context, Operation, VaultError
 from keyless.vault.routes import resolve
 
 API_VERSIONS = frozenset(
@@ -104,8 +104,8 @@ class VaultService:
                 f"{', '.join(sorted(API_VERSIONS))}",
             )
         try:
-            op = resolve(request.method, request.url.path)
-            raw = await read_limited(request, MAX_BODY) if op.writes else b""
+            op = resolve(request.method, request.url.path, request.query_params)
+            raw = await read_limited(request, op.max_body) if op.writes else b""
         except VaultError as exc:
             return kv_error(exc.status, exc.code, exc.message, exc.inner)
         except BodyTooLarge as exc:

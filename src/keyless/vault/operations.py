@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from keyless.authority.validation import TokenClaims
 from keyless.store.models import Vault, VaultSecret, VaultSecretVersion
+from keyless.vault import paging
 from keyless.vault.crypto import VaultKeys, open_value, seal_value
 
 ACTION = "Keyless.Vault/vaults/secrets/"
@@ -29,6 +31,8 @@ UPDATE = ACTION + "update/action"
 DELETE = ACTION + "delete"
 RECOVER = ACTION + "recover/action"
 PURGE = ACTION + "purge/action"
+BACKUP = ACTION + "backup/action"
+RESTORE = ACTION + "restore/action"
 
 MAX_VALUE_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 MAX_BODY = 64 * 1024
@@ -67,6 +71,8 @@ def _not_found(name: str, version: str | None = None) -> VaultError:
 
 # ------------------------------------------------------------------------------ operations
 
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -75,6 +81,9 @@ class Operation:
     version: str | None
     run: Callable[[Context], Any]
     writes: bool
+    # The request's query parameters (api-version, paging).
+    query: Mapping[str, str] = field(default_factory=lambda: _NO_QUERY)
+    max_body: int = MAX_BODY  # the largest request body the operation reads
 
 
 @dataclass
@@ -305,30 +314,83 @@ def update_secret(ctx: Context) -> Any:
     return _bundle(ctx, secret, row)
 
 
+def _listing(ctx: Context, path: str) -> str:
+    """What a skiptoken is bound to: the vault and the list's path (names compared lower-case)."""
+    return f"{ctx.vault.name}{path.lower()}"
+
+
+def _page(ctx: Context, path: str) -> paging.Page:
+    try:
+        return paging.page_of(ctx.op.query, ctx.keys.master, _listing(ctx, path))
+    except paging.PagingError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _paged(
+    ctx: Context, path: str, page: paging.Page, items: list[Any], last: paging.SortKey | None
+) -> Any:
+    """A list answer: the page's items, and the next page's link when there is more."""
+    link = None
+    if last is not None:
+        master, listing = ctx.keys.master, _listing(ctx, path)
+        link = paging.next_link(ctx.base + path, ctx.op.query, master, listing, page, last)
+    return {"value": items, "nextLink": link}
+
+
+def _latest_versions(ctx: Context, deleted: bool, page: paging.Page) -> Any:
+    """Secrets (live or deleted) with their latest versions, by name, one page and one more."""
+    query = (
+        select(VaultSecret, VaultSecretVersion)
+        .join(
+            VaultSecretVersion,
+            and_(
+                VaultSecretVersion.vault_name == VaultSecret.vault_name,
+                VaultSecretVersion.name_key == VaultSecret.name_key,
+                VaultSecretVersion.version == VaultSecret.latest_version,
+            ),
+        )
+        .where(VaultSecret.vault_name == ctx.vault.name)
+    )
+    if deleted:  # past its purge date a deleted secret is gone, as the sweep will make it
+        query = query.where(VaultSecret.deleted_at.is_not(None), VaultSecret.purge_at > time.time())
+    else:
+        query = query.where(VaultSecret.deleted_at.is_(None))
+    if page.after is not None:
+        query = query.where(VaultSecret.name_key > str(page.after[0]))
+    query = query.order_by(VaultSecret.name_key).limit(page.size + 1)
+    return ctx.session.execute(query).tuples().all()
+
+
 def list_secrets(ctx: Context) -> Any:
-    secrets = ctx.session.scalars(
-        select(VaultSecret)
-        .where(VaultSecret.vault_name == ctx.vault.name, VaultSecret.deleted_at.is_(None))
-        .order_by(VaultSecret.name_key)
-    ).all()
-    items = []
-    for secret in secrets:
-        row = _version(ctx, secret, None)
-        items.append(_properties(ctx, secret, row, f"{ctx.base}/secrets/{secret.name}"))
-    return {"value": items, "nextLink": None}
+    page = _page(ctx, "/secrets")
+    rows = _latest_versions(ctx, False, page)
+    items = [
+        _properties(ctx, secret, row, f"{ctx.base}/secrets/{secret.name}")
+        for secret, row in rows[: page.size]
+    ]
+    more = len(rows) > page.size
+    return _paged(ctx, "/secrets", page, items, [rows[page.size - 1][0].name_key] if more else None)
 
 
 def list_versions(ctx: Context) -> Any:
     secret = _secret(ctx, ctx.op.secret or "")
-    rows = ctx.session.scalars(
-        select(VaultSecretVersion)
-        .where(
-            VaultSecretVersion.vault_name == ctx.vault.name,
-            VaultSecretVersion.name_key == secret.name_key,
+    path = f"/secrets/{secret.name}/versions"
+    page = _page(ctx, path)
+    query = select(VaultSecretVersion).where(
+        VaultSecretVersion.vault_name == ctx.vault.name,
+        VaultSecretVersion.name_key == secret.name_key,
+    )
+    if page.after is not None:  # (created, version): versions made in the same instant differ
+        created, version = float(page.after[0]), str(page.after[1])
+        query = query.where(
+            (VaultSecretVersion.created_at > created)
+            | ((VaultSecretVersion.created_at == created) & (VaultSecretVersion.version > version))
         )
-        .order_by(VaultSecretVersion.created_at)
-    ).all()
-    return {"value": [_bundle(ctx, secret, r) for r in rows], "nextLink": None}
+    query = query.order_by(VaultSecretVersion.created_at, VaultSecretVersion.version)
+    rows = ctx.session.scalars(query.limit(page.size + 1)).all()
+    items = [_bundle(ctx, secret, r) for r in rows[: page.size]]
+    last = rows[page.size - 1] if len(rows) > page.size else None
+    return _paged(ctx, path, page, items, [last.created_at, last.version] if last else None)
 
 
 def delete_secret(ctx: Context) -> Any:
@@ -346,20 +408,16 @@ def get_deleted(ctx: Context) -> Any:
 
 
 def list_deleted(ctx: Context) -> Any:
-    now = time.time()
-    secrets = ctx.session.scalars(
-        select(VaultSecret)
-        .where(VaultSecret.vault_name == ctx.vault.name, VaultSecret.deleted_at.is_not(None))
-        .order_by(VaultSecret.name_key)
-    ).all()
+    page = _page(ctx, "/deletedsecrets")
+    rows = _latest_versions(ctx, True, page)
     items = []
-    for secret in secrets:
-        if secret.purge_at is not None and secret.purge_at <= now:
-            continue
-        item = _deleted(ctx, secret, _version(ctx, secret, None))
+    for secret, row in rows[: page.size]:
+        item = _deleted(ctx, secret, row)
         item["id"] = f"{ctx.base}/secrets/{secret.name}"
         items.append(item)
-    return {"value": items, "nextLink": None}
+    more = len(rows) > page.size
+    last = [rows[page.size - 1][0].name_key] if more else None
+    return _paged(ctx, "/deletedsecrets", page, items, last)
 
 
 def recover_secret(ctx: Context) -> Any:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
+from keyless.vault.backup import MAX_RESTORE_BODY, backup_secret, restore_secret
 from keyless.vault.operations import (
+    _NO_QUERY,
+    BACKUP,
     DELETE,
     GET_SECRET,
     PURGE,
     READ_METADATA,
     RECOVER,
+    RESTORE,
     SET_SECRET,
     UPDATE,
     Operation,
@@ -26,8 +33,13 @@ from keyless.vault.operations import (
 )
 
 
-def resolve(method: str, path: str) -> Operation:
-    """The operation a method and path name; a trailing slash means the latest version."""
+def resolve(method: str, path: str, query: Mapping[str, str] = _NO_QUERY) -> Operation:
+    """The operation a method and path name (a trailing slash means the latest version), with
+    the request's query parameters."""
+    return replace(_route(method, path), query=query)
+
+
+def _route(method: str, path: str) -> Operation:
     parts = path.split("/")[1:]
     if parts and parts[-1] == "" and len(parts) == 3:  # /secrets/{name}/
         parts = parts[:-1]
@@ -36,6 +48,8 @@ def resolve(method: str, path: str) -> Operation:
     if collection == "secrets":
         if not rest and method == "GET":
             return Operation(READ_METADATA, None, None, list_secrets, False)
+        if rest == ["restore"] and method == "POST":  # the name is in the backup
+            return Operation(RESTORE, None, None, restore_secret, True, max_body=MAX_RESTORE_BODY)
         if len(rest) == 1 and rest[0]:
             name = _secret_name(rest[0])
             if method == "PUT":
@@ -50,6 +64,8 @@ def resolve(method: str, path: str) -> Operation:
             name = _secret_name(rest[0])
             if rest[1] == "versions" and method == "GET":
                 return Operation(READ_METADATA, name, None, list_versions, False)
+            if rest[1] == "backup" and method == "POST":
+                return Operation(BACKUP, name, None, backup_secret, False)
             if method == "GET":
                 return Operation(GET_SECRET, name, rest[1], get_secret, False)
             if method == "PATCH":
