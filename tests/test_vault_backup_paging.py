@@ -14,8 +14,11 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from keyless.authority.config import DataDir
+from keyless.authority.config import DataDir, ServerConfig
+from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.server.maintenance import run_once
+from keyless.store.engine import open_engine
 from keyless.vault.backup import open_backup, seal_backup
 from tests.support.server import KeylessServer, running_server
 from tests.test_vault import (
@@ -324,3 +327,47 @@ def test_bad_paging_input_gets_bad_parameter(
         assert "$skiptoken" in response.json()["error"]["message"]
     last = _raw(server, vault, officer, "GET", "/secrets?api-version=7.5").json()
     assert len(last["value"]) == 3 and last["nextLink"] is None
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+
+def test_the_maintenance_sweep_purges_deleted_secrets_past_their_date(
+    server: KeylessServer, principals: dict[str, Principal]
+) -> None:
+    """Last in the module: maintenance with a `now` weeks ahead also rotates signing keys."""
+    vault = _new_vault(server, principals, "sweep-vault")
+    officer = _client(server, vault, principals["Vault Secrets Officer"])
+    officer.set_secret("swept", "s1")
+    officer.set_secret("swept", "s2")
+    officer.set_secret("kept", "k")
+    officer.set_secret("recovered", "r")
+    for name in ("swept", "recovered"):
+        officer.begin_delete_secret(name).result()
+    officer.begin_recover_deleted_secret("recovered").result()
+    purge_date = officer.get_deleted_secret("swept").scheduled_purge_date
+    assert purge_date is not None
+
+    paths = DataDir(server.data_dir)
+    engine = open_engine(ServerConfig.load_or_default(paths).effective_store_url(paths))
+    authority = Authority.create(engine, MasterKey.load(paths.master_key), server.endpoint, [])
+    try:
+        run_once(authority, now=purge_date.timestamp() - 3600)  # not due yet: nothing purged
+        assert officer.get_deleted_secret("swept").name == "swept"
+        run_once(authority, now=purge_date.timestamp() + 60)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(ResourceNotFoundError):
+        officer.get_deleted_secret("swept")
+    assert officer.get_secret("kept").value == "k"
+    assert officer.get_secret("recovered").value == "r"
+    officer.set_secret("swept", "a new secret, with no old versions")
+    assert len(list(officer.list_properties_of_secret_versions("swept"))) == 1
+    # Deleted secrets of the other tests' vaults were due too; this vault's is audited once.
+    purges = [
+        e for e in server.audit(actor="keyless:maintenance") if e["target"].startswith(vault["id"])
+    ]
+    assert [e["target"] for e in purges] == [f"{vault['id']}/secrets/swept"]
+    assert purges[0]["action"] == "Keyless.Vault/vaults/secrets/purge/action"
+    assert purges[0]["at"] < purge_date.timestamp()  # recorded when it happened, not at `now`
