@@ -174,6 +174,8 @@ def test_secret_set_attributes(keyless_server: KeylessServer, vault: dict[str, A
     assert old["id"] == first["id"] and old["tags"] == {"old": "yes"}
     tags = {v["id"]: v["tags"] for v in kl(server, f"vault secret list-versions {at}")}
     assert tags[first["id"]] == {"old": "yes"} and {"env": "prod", "team": "web"} in tags.values()
+    cleared = kl(server, f"vault secret set-attributes {at} --version {version} --tags ''")
+    assert not cleared["tags"]
 
 
 def test_secret_backup_to_a_0600_file_and_restore_into_another_vault(
