@@ -25,11 +25,8 @@ def _quiet(result: Any, *values: str) -> None:
         assert value not in result.stdout and value not in result.stderr
 
 
-@pytest.fixture
-def vault(keyless_server: KeylessServer) -> dict[str, Any]:
-    server = keyless_server
-    group = unique("rg")
-    kl(server, f"group create -n {group}")
+def _administered_vault(server: KeylessServer, group: str) -> dict[str, Any]:
+    """A new vault in `group` on which the signed-in user is Vault Administrator."""
     created = kl(server, f"vault create -g {group} -n {unique('kv')} --retention-days 7")
     me = kl(server, "account show")["user"]["name"]
     kl(
@@ -38,6 +35,13 @@ def vault(keyless_server: KeylessServer) -> dict[str, Any]:
         f"--scope {q(created['id'])}",
     )
     return created
+
+
+@pytest.fixture
+def vault(keyless_server: KeylessServer) -> dict[str, Any]:
+    group = unique("rg")
+    kl(keyless_server, f"group create -n {group}")
+    return _administered_vault(keyless_server, group)
 
 
 def test_vault_create_list_show_delete(keyless_server: KeylessServer) -> None:
@@ -136,18 +140,6 @@ def test_bad_input_is_refused_clearly(
     assert "was not found" in refused(server, f"vault secret purge --vault-name {name} -n gone")
 
 
-def _second_vault(server: KeylessServer, first: dict[str, Any]) -> dict[str, Any]:
-    """Another vault of the tenant, in the first one's group, with the same role for the user."""
-    created = kl(server, f"vault create -g {first['resourceGroup']} -n {unique('kv')}")
-    me = kl(server, "account show")["user"]["name"]
-    kl(
-        server,
-        f"role assignment create --assignee {q(me)} --role 'Vault Administrator' "
-        f"--scope {q(created['id'])}",
-    )
-    return created
-
-
 def test_secret_set_attributes(keyless_server: KeylessServer, vault: dict[str, Any]) -> None:
     server, name = keyless_server, vault["name"]
     at = f"--vault-name {name} --name api-token"
@@ -194,7 +186,7 @@ def test_secret_backup_to_a_0600_file_and_restore_into_another_vault(
     assert VALUE.encode() not in backup.read_bytes() and b"backed-up" not in backup.read_bytes()
     assert "exists" in refused(server, f"vault secret backup {at} --file {q(str(backup))}")
 
-    other = _second_vault(server, vault)["name"]
+    other = _administered_vault(server, vault["resourceGroup"])["name"]  # same tenant
     restored = run(server, f"vault secret restore --vault-name {other} --file {q(str(backup))}")
     _quiet(restored, VALUE)
     shown = json.loads(restored.stdout)
