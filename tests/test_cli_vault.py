@@ -25,11 +25,8 @@ def _quiet(result: Any, *values: str) -> None:
         assert value not in result.stdout and value not in result.stderr
 
 
-@pytest.fixture
-def vault(keyless_server: KeylessServer) -> dict[str, Any]:
-    server = keyless_server
-    group = unique("rg")
-    kl(server, f"group create -n {group}")
+def _administered_vault(server: KeylessServer, group: str) -> dict[str, Any]:
+    """A new vault in `group` on which the signed-in user is Vault Administrator."""
     created = kl(server, f"vault create -g {group} -n {unique('kv')} --retention-days 7")
     me = kl(server, "account show")["user"]["name"]
     kl(
@@ -38,6 +35,13 @@ def vault(keyless_server: KeylessServer) -> dict[str, Any]:
         f"--scope {q(created['id'])}",
     )
     return created
+
+
+@pytest.fixture
+def vault(keyless_server: KeylessServer) -> dict[str, Any]:
+    group = unique("rg")
+    kl(keyless_server, f"group create -n {group}")
+    return _administered_vault(keyless_server, group)
 
 
 def test_vault_create_list_show_delete(keyless_server: KeylessServer) -> None:
@@ -134,3 +138,133 @@ def test_bad_input_is_refused_clearly(
         server, f"vault secret set --vault-name {name} -n a --file {tmp_path / 'nope'}"
     )
     assert "was not found" in refused(server, f"vault secret purge --vault-name {name} -n gone")
+
+
+def test_secret_set_attributes(keyless_server: KeylessServer, vault: dict[str, Any]) -> None:
+    server, name = keyless_server, vault["name"]
+    at = f"--vault-name {name} --name api-token"
+    first = kl(server, f"vault secret set {at} --value first")
+    kl(server, f"vault secret set {at} --value second")
+
+    disabled = kl(server, f"vault secret set-attributes {at} --enabled false")
+    assert disabled["attributes"]["enabled"] is False and "value" not in disabled
+    assert "disabled" in refused(server, f"vault secret show {at}")
+    changed = kl(
+        server,
+        f"vault secret set-attributes {at} --enabled TRUE --expires 2030-01-31T00:00:00Z "
+        "--not-before 2020-01-01T12:00:00 --content-type text/plain --tags env=prod team=web",
+    )
+    assert changed["attributes"]["enabled"] is True
+    assert changed["attributes"]["exp"] == "2030-01-31T00:00:00+00:00"
+    assert changed["attributes"]["nbf"] == "2020-01-01T12:00:00+00:00"  # no zone: UTC
+    assert changed["contentType"] == "text/plain"
+    assert changed["tags"] == {"env": "prod", "team": "web"}
+    assert kl(server, f"vault secret show {at} --show-value")["value"] == "second"
+
+    version = first["id"].rsplit("/", 1)[1]
+    old = kl(server, f"vault secret set-attributes {at} --version {version} --tags old=yes")
+    assert old["id"] == first["id"] and old["tags"] == {"old": "yes"}
+    tags = {v["id"]: v["tags"] for v in kl(server, f"vault secret list-versions {at}")}
+    assert tags[first["id"]] == {"old": "yes"} and {"env": "prod", "team": "web"} in tags.values()
+    cleared = kl(server, f"vault secret set-attributes {at} --version {version} --tags ''")
+    assert not cleared["tags"]
+
+
+def test_secret_backup_to_a_0600_file_and_restore_into_another_vault(
+    keyless_server: KeylessServer, vault: dict[str, Any], tmp_path: Path
+) -> None:
+    server, name = keyless_server, vault["name"]
+    at = f"--vault-name {name} --name backed-up"
+    kl(server, f"vault secret set {at} --value {VALUE}")
+    kl(server, f"vault secret set {at} --value {VALUE}-2")
+    backup = tmp_path / "backed-up.blob"
+
+    result = run(server, f"vault secret backup {at} --file {q(str(backup))}")
+    _quiet(result, VALUE)
+    assert result.stdout == "" and "backed up the secret backed-up" in result.stderr
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert VALUE.encode() not in backup.read_bytes() and b"backed-up" not in backup.read_bytes()
+    assert "exists" in refused(server, f"vault secret backup {at} --file {q(str(backup))}")
+
+    other = _administered_vault(server, vault["resourceGroup"])["name"]  # same tenant
+    restored = run(server, f"vault secret restore --vault-name {other} --file {q(str(backup))}")
+    _quiet(restored, VALUE)
+    shown = json.loads(restored.stdout)
+    assert shown["name"] == "backed-up" and "value" not in shown
+    assert shown["id"].startswith(f"https://{other}.vault.localhost:{server.port}/secrets/")
+    there = f"--vault-name {other} --name backed-up"
+    assert kl(server, f"vault secret show {there} --show-value")["value"] == f"{VALUE}-2"
+    assert len(kl(server, f"vault secret list-versions {there}")) == 2
+    # Taken names are a conflict, in the source vault as in the one restored into.
+    for target in (name, other):
+        message = refused(server, f"vault secret restore --vault-name {target} --file {backup}")
+        assert "already exists" in message and "409" in message
+
+
+def test_list_follows_every_page(keyless_server: KeylessServer, vault: dict[str, Any]) -> None:
+    """More secrets than a page holds (25): `secret list` shows them all, each once."""
+    from keyless.vault.client import vault_request
+    from keyless.vault.domain import VaultDomain
+
+    server, name = keyless_server, vault["name"]
+    token = kl(server, "account get-access-token --resource api://keyless/vault")["accessToken"]
+    domain = VaultDomain.from_endpoint(server.endpoint)
+    names = sorted(f"many-{i:02d}" for i in range(27))
+    with server.http() as http:
+        for secret in names:  # straight to the data plane: 27 CLI runs would be slow
+            response = vault_request(
+                http, domain, name, "PUT", f"/secrets/{secret}", token, {"value": "v"}
+            )
+            assert response.status_code == 200, response.text
+    listed = [s["name"] for s in kl(server, f"vault secret list --vault-name {name}")]
+    assert sorted(listed) == names and len(listed) == len(set(listed))
+
+
+def test_attribute_backup_and_restore_bad_input_is_refused_clearly(
+    keyless_server: KeylessServer, vault: dict[str, Any], tmp_path: Path
+) -> None:
+    server, name = keyless_server, vault["name"]
+    kl(server, f"vault secret set --vault-name {name} --name kept --value {VALUE}")
+    at = f"--vault-name {name} --name kept"
+    missing = unique("nokv")
+    assert "no vault named" in refused(
+        server, f"vault secret set-attributes --vault-name {missing} --name kept --enabled false"
+    )
+    assert "is not a time" in refused(server, f"vault secret set-attributes {at} --expires soon")
+    assert "is not a time" in refused(
+        server, f"vault secret set-attributes {at} --not-before 2027-13-01"
+    )
+    assert "is not a tag" in refused(server, f"vault secret set-attributes {at} --tags =v")
+    assert "true or false" in refused(server, f"vault secret set-attributes {at} --enabled yes")
+    assert "nothing to change" in refused(server, f"vault secret set-attributes {at}")
+    assert "exp must be later" in refused(
+        server,
+        f"vault secret set-attributes {at} --expires 2020-01-01T00:00:00Z "
+        "--not-before 2021-01-01T00:00:00Z",
+    )
+    assert "was not found" in refused(server, f"vault secret set-attributes {at}x --enabled true")
+    assert kl(server, f"vault secret show {at}")["attributes"]["enabled"] is True  # unchanged
+
+    blob = tmp_path / "blob"
+    assert "was not found" in refused(
+        server, f"vault secret backup --vault-name {name} --name gone --file {blob}"
+    )
+    assert not blob.exists()  # no file for a failed backup
+    assert "no vault named" in refused(
+        server, f"vault secret backup --vault-name {missing} --name kept --file {blob}"
+    )
+    assert "cannot write --file" in refused(
+        server, f"vault secret backup {at} --file {tmp_path / 'no-such-dir' / 'blob'}"
+    )
+    assert "cannot read --file" in refused(
+        server, f"vault secret restore --vault-name {name} --file {tmp_path / 'nope'}"
+    )
+    (tmp_path / "empty").write_bytes(b"")
+    assert "is empty" in refused(
+        server, f"vault secret restore --vault-name {name} --file {tmp_path / 'empty'}"
+    )
+    (tmp_path / "garbage").write_bytes(b"this is not a backup")
+    message = refused(
+        server, f"vault secret restore --vault-name {name} --file {tmp_path / 'garbage'}"
+    )
+    assert "not a Keyless secret backup" in message and "400" in message

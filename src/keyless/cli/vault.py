@@ -6,11 +6,14 @@ api://keyless/vault. `*.vault.localhost` does not resolve everywhere, so the CLI
 server's own address and names the vault in the TLS SNI and the Host header
 (keyless.vault.client); the certificate is verified for the vault's host name against the
 Keyless CA. A secret's value is printed only when asked (`show --show-value`), and can be given
-from a file or stdin rather than the command line.
+from a file or stdin rather than the command line. `backup` writes the encrypted blob to a new
+0600 file and never overwrites one; lists follow the vault's nextLinks to the last page.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import os
 import sys
@@ -219,6 +222,26 @@ def vault_call(
     return response.json() if response.content else None
 
 
+def vault_list_all(data_dir: Any, vault: str, path: str) -> list[dict[str, Any]]:
+    """Every item of a vault list, following its `nextLink`s (a page holds at most 25)."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    result = vault_call(data_dir, vault, "GET", path)
+    while True:
+        page = list(result.get("value") or [])
+        ids = {str(item.get("id")) for item in page}
+        if ids & seen:  # a page seen before must not loop us for ever
+            fail(f"the vault {vault} sent a page of its list twice; the list is incomplete")
+        seen |= ids
+        items.extend(page)
+        link = result.get("nextLink")
+        if not link:
+            return items
+        # Same vault, same connection: only the path and query of the link are used.
+        parts = urlsplit(str(link))
+        result = vault_call(data_dir, vault, "GET", f"{parts.path}?{parts.query}")
+
+
 def _iso(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
@@ -345,8 +368,8 @@ def secret_list(
     output: OutputOption = "json",
 ) -> None:
     """The vault's secrets (not deleted ones), without values."""
-    result = vault_call(data_dir, vault_name, "GET", "/secrets")
-    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+    items = vault_list_all(data_dir, vault_name, "/secrets")
+    show([secret_json(i) for i in items], output, SECRET_COLUMNS, _row)
 
 
 @secret_app.command("list-versions")
@@ -358,8 +381,8 @@ def secret_list_versions(
 ) -> None:
     """A secret's versions, oldest first, without values."""
     path = f"/secrets/{_secret_name(name)}/versions"
-    result = vault_call(data_dir, vault_name, "GET", path)
-    show([secret_json(i) for i in result["value"]], output, SECRET_COLUMNS, _row)
+    items = vault_list_all(data_dir, vault_name, path)
+    show([secret_json(i) for i in items], output, SECRET_COLUMNS, _row)
 
 
 @secret_app.command("delete")
@@ -396,3 +419,122 @@ def secret_purge(
     """Erase a deleted secret for good (it must be deleted first)."""
     vault_call(data_dir, vault_name, "DELETE", f"/deletedsecrets/{_secret_name(name)}")
     note(f"purged the secret {name} from {vault_name}")
+
+
+def _time(option: str, value: str | None) -> int | None:
+    """An ISO 8601 time (UTC unless it says otherwise) as the epoch seconds Key Vault takes."""
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(
+            f"{option} {value[:60]!r} is not a time: write an ISO 8601 UTC time such as "
+            "2027-01-31T00:00:00Z"
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def _enabled(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() not in ("true", "false"):
+        fail(f"--enabled {value[:20]!r} is not valid: write true or false")
+    return value.lower() == "true"
+
+
+@secret_app.command("set-attributes", cls=AzCommand)
+def secret_set_attributes(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    version: VersionOption = None,
+    enabled: Annotated[
+        str | None,
+        typer.Option("--enabled", help="true or false: whether the value may be read."),
+    ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="Expiry, ISO 8601 UTC (2027-01-31T00:00:00Z)."),
+    ] = None,
+    not_before: Annotated[
+        str | None,
+        typer.Option("--not-before", help="Not valid before, ISO 8601 UTC."),
+    ] = None,
+    content_type: Annotated[str | None, typer.Option("--content-type")] = None,
+    tags: TagsOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Change a version's attributes (the latest unless --version): enabled, expiry,
+    not-before, content type, tags (which replace the old ones). The value never changes: set
+    the secret for a new one."""
+    path = f"/secrets/{_secret_name(name)}{_version(version)}"
+    attributes: dict[str, Any] = {}
+    if (flag := _enabled(enabled)) is not None:
+        attributes["enabled"] = flag
+    if (exp := _time("--expires", expires)) is not None:
+        attributes["exp"] = exp
+    if (nbf := _time("--not-before", not_before)) is not None:
+        attributes["nbf"] = nbf
+    body: dict[str, Any] = {"attributes": attributes} if attributes else {}
+    if content_type is not None:
+        body["contentType"] = content_type
+    if tags is not None:
+        body["tags"] = _tags(tags) or {}
+    if not body:
+        fail("nothing to change: give --enabled, --expires, --not-before, --content-type or --tags")
+    result = vault_call(data_dir, vault_name, "PATCH", path, body)
+    show(secret_json(result), output, SECRET_COLUMNS, _row)
+
+
+@secret_app.command("backup")
+def secret_backup(
+    vault_name: VaultNameOption,
+    name: SecretNameOption,
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="Write the backup here (a new file, mode 0600).")
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Back up a secret, all its versions, to a file. The backup is encrypted: only a vault of
+    this tenant on this Keyless server can restore it (`keyless vault secret restore`)."""
+    if file.exists() or file.is_symlink():
+        fail(f"--file {file} exists; choose a new path (a backup never overwrites a file)")
+    result = vault_call(data_dir, vault_name, "POST", f"/secrets/{_secret_name(name)}/backup")
+    encoded = str((result or {}).get("value") or "")
+    try:
+        blob = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        fail(f"the vault {vault_name} answered a backup that is not base64url")
+    try:
+        # O_EXCL: never follow a link or replace a file; 0600 from the start, not chmod after.
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+    except OSError as exc:
+        fail(f"cannot write --file {file}: {exc.strerror or exc}")
+    note(f"backed up the secret {name} of {vault_name} to {file} ({len(blob)} bytes)")
+
+
+@secret_app.command("restore")
+def secret_restore(
+    vault_name: VaultNameOption,
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="A backup that `secret backup` wrote.")
+    ],
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """Restore a backed-up secret, with all its versions, into a vault of the same tenant.
+    Its name must be free there: neither a secret nor a deleted one."""
+    try:
+        blob = file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read --file {file}: {exc.strerror or exc}")
+    if not blob:
+        fail(f"--file {file} is empty; give a file that `keyless vault secret backup` wrote")
+    body = {"value": base64.urlsafe_b64encode(blob).rstrip(b"=").decode()}
+    result = vault_call(data_dir, vault_name, "POST", "/secrets/restore", body)
+    show(secret_json(result), output, SECRET_COLUMNS, _row)

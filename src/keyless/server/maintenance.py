@@ -1,4 +1,5 @@
-"""Background upkeep each server process runs: scheduled key rotation and store clean-up.
+"""Background upkeep each server process runs: scheduled key rotation, store clean-up, and the
+purge of soft-deleted vault secrets past their scheduled purge date.
 
 Every process runs it; the writes are conditional, so replicas never rotate the same key twice.
 """
@@ -16,13 +17,15 @@ from sqlalchemy.orm import Session
 from keyless.authority import keys, sessions
 from keyless.authority.context import Authority
 from keyless.store.models import Tenant, UsedAssertion
+from keyless.vault import sweep
 
 log = logging.getLogger("keyless.maintenance")
 INTERVAL_S = 1.0
 
 
 def run_once(authority: Authority, now: float | None = None) -> list[str]:
-    """Rotate the tenants whose active key is due and expire retired keys; returns rotated kids."""
+    """Rotate the tenants whose active key is due, expire retired keys, and purge deleted vault
+    secrets that are due; returns the rotated kids."""
     now = time.time() if now is None else now
     rotated: list[str] = []
     with Session(authority.engine) as session:
@@ -44,6 +47,9 @@ def run_once(authority: Authority, now: float | None = None) -> list[str]:
         keys.expire_retired(session, now)
         session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))
         sessions.purge_expired(session, now)  # device codes, refresh tokens, sign-in sessions
+    with Session(authority.engine) as session, session.begin():
+        for purged in sweep.purge_due(session, now):
+            log.info("purged the deleted secret %s: its scheduled purge date has passed", purged)
     return rotated
 
 

@@ -38,13 +38,16 @@ def vault_request(
     token: str,
     body: dict[str, Any] | None = None,
 ) -> httpx.Response:
-    """One data plane request to `vault` with a bearer token for it. Raises httpx.HTTPError
-    when the server cannot be reached."""
+    """One data plane request to `vault` with a bearer token for it. `path` may carry a query
+    (a nextLink's `$skiptoken`), which is kept. Raises httpx.HTTPError when the server cannot
+    be reached."""
     host = vault_host(domain, vault)
+    path, _, query = path.partition("?")
     return http.request(
         method,
         path,
-        params={"api-version": API_VERSION},
+        # httpx replaces a URL's query with `params`: merge them instead.
+        params=httpx.QueryParams(query).set("api-version", API_VERSION),
         json=body,
         headers={"Authorization": f"Bearer {token}", "Host": host},
         # Connect to the server's address; present and verify the vault's host name.

@@ -44,6 +44,11 @@ class VaultKeys:
         self._lock = threading.Lock()
         self._opened: dict[tuple[str, bytes], AESGCM] = {}
 
+    @property
+    def master(self) -> MasterKey:
+        """The master key, for what the vault seals that is no vault's (backups, skiptokens)."""
+        return self._master
+
     def _open(self, vault_name: str, sealed: bytes) -> AESGCM:
         cache_key = (vault_name, sealed)
         aead = self._opened.get(cache_key)
