@@ -305,3 +305,44 @@ def test_a_failure_midway_undoes_the_secret_and_the_role(world: World) -> None:
                         "sp-clash-keyvault-sp-clash-client-secret", check=False)  # fmt: skip
     assert recover.returncode != 0
     assert_nowhere(world)
+
+
+def test_validate_pinpoints_what_was_broken_by_hand_and_delete_still_cleans_up(
+    world: World,
+) -> None:
+    world.cli("app", "create", "-g", GROUP, "-n", "sp-broken", "--assign-identity")
+    record = json.loads(
+        world.connect(
+            "keyvault", "sp-broken", "--vault", VAULT, "--service-principal",
+            f"client-id={world.sp['appId']}", "--secret", f"@{world.secret_file()}",
+        ).stdout
+    )  # fmt: skip
+    store = record["properties"]["secretStore"]
+    validate = ["app", "connection", "validate", "-g", GROUP, "-n", "sp-broken",
+                "--connection", "keyvault_sp_broken", "-o", "json"]  # fmt: skip
+
+    def results() -> dict[str, dict[str, str]]:
+        done = world.cli(*validate, check=False)
+        found = json.loads(done.stdout)
+        assert done.returncode == (0 if found["valid"] else 1)
+        return {c["name"]: c for c in found["checks"]}
+
+    world.cli("role", "assignment", "delete", "--ids", store["roleAssignmentId"])
+    checks = results()
+    readable = checks["client secret readable by the app"]
+    assert readable["result"] == "fail" and "getSecret" in readable["detail"]
+    assert "Vault Secrets User" in readable["fix"]
+    assert checks["client secret"]["result"] == "pass"
+
+    world.cli("vault", "secret", "delete", "--vault-name", VAULT, "--name", store["secretName"])
+    checks = results()
+    assert checks["client secret"]["result"] == "fail"
+    assert "is deleted" in checks["client secret"]["detail"]
+
+    done = world.json("app", "connection", "delete", "-g", GROUP, "-n", "sp-broken",
+                      "--connection", "keyvault_sp_broken")  # fmt: skip
+    assert any("already gone" in line for line in done["reverted"])
+    assert any("deleted and purged" in line for line in done["reverted"])
+    assert store["secretName"] not in [s[1] for s in _state(world, "sp-broken")["secrets"]]
+    assert world.settings("sp-broken") == {}
+    assert_nowhere(world)

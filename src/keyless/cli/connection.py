@@ -80,11 +80,15 @@ def _service_principal(items: list[str]) -> tuple[str, str | None]:
     given: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in ("client-id", "secret"):
-            shown = key if sep else "a value"
+        if not sep:
             fail(
-                f"--service-principal takes client-id=ID and optionally secret=@FILE|-|VALUE; "
-                f"{shown!r} is neither"
+                "--service-principal takes client-id=<client ID> (and optionally secret=@FILE "
+                "or secret=-), e.g. --service-principal client-id=0000..."
+            )
+        if key not in ("client-id", "secret"):
+            fail(
+                "--service-principal takes client-id=<client ID> and optionally secret=@FILE "
+                f"or secret=-; {key[:40]!r} is neither"
             )
         if key in given:
             fail(f"--service-principal names {key} twice")
