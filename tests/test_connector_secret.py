@@ -346,3 +346,21 @@ def test_validate_pinpoints_what_was_broken_by_hand_and_delete_still_cleans_up(
     assert store["secretName"] not in [s[1] for s in _state(world, "sp-broken")["secrets"]]
     assert world.settings("sp-broken") == {}
     assert_nowhere(world)
+
+
+def test_role_assignments_at_one_secret_need_its_vault_and_a_secret_name(world: World) -> None:
+    vault = world.json("vault", "show", "-g", GROUP, "-n", VAULT)
+    app = world.json("app", "create", "-g", GROUP, "-n", "one-secret", "--assign-identity")
+    principal = app["identity"]["principalId"]
+    for scope, phrase in (
+        (f"{vault['id']}/secrets/not_a_name", "is not a secret name"),
+        (f"{vault['id'].rsplit('/', 1)[0]}/no-such-vault/secrets/x", "was not found"),
+    ):
+        done = world.cli("role", "assignment", "create", "--assignee", principal, "--role",
+                         "Vault Secrets User", "--scope", scope, check=False)  # fmt: skip
+        assert done.returncode != 0 and phrase in flat(done.stderr), (scope, done.stderr)
+    # A secret that does not exist yet can be a scope: the grant covers it once it is set.
+    world.cli("role", "assignment", "create", "--assignee", principal, "--role",
+              "Vault Secrets User", "--scope", f"{vault['id']}/secrets/later")  # fmt: skip
+    assert world.may_read(principal, f"{vault['id']}/secrets/later")
+    assert not world.may_read(principal, vault["id"])
