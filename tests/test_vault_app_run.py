@@ -1,8 +1,9 @@
 """Acceptance (issue #6): an app started by `keyless app run` uses the official
 `azure-keyvault-secrets` `SecretClient` with `azure-identity`'s `ManagedIdentityCredential`, and
 with `DefaultAzureCredential`, both unchanged: set, get, list, versions, update, delete and wait
-for the poller, recover, purge; a second app with only `Vault Secrets User` reads and is refused
-writes with 403.
+for the poller, recover, purge (Vault Secrets Officer writes, Vault Administrator purges: an
+Officer-only app gets 403 on purge); a second app with only `Vault Secrets User` reads and is
+refused writes with 403.
 
 Nothing in the app is patched. The vault's host name `{vault}.vault.localhost` resolves through
 a hosts line, as docs/vault.md tells users to add one: the run happens in a private mount
@@ -96,6 +97,12 @@ if ARGS["role"] == "writer":
         check("purge", False)
     except ResourceNotFoundError:
         check("purge", True)
+elif ARGS["role"] == "officer":
+    name = ARGS["name"]
+    client.set_secret(name, uuid.uuid4().hex)
+    client.begin_delete_secret(name).result()
+    result["purge"] = refused(lambda: client.purge_deleted_secret(name))
+    check("recover after the refused purge", client.begin_recover_deleted_secret(name).result())
 else:
     value = client.get_secret(ARGS["name"]).value
     result["read"] = hashlib.sha256(value.encode()).hexdigest()
@@ -127,15 +134,19 @@ class Apps:
         self.hosts = tmp / "hosts"
         self.hosts.write_text(hosts_text([self.host]))
         self.principals: dict[str, str] = {}
-        for app in ("writer", "reader"):
+        for app in ("writer", "officer", "reader"):
             made = server.cli_json("app", "create", "-g", self.group, "-n", app,
                                    "--assign-identity")  # fmt: skip
             self.principals[app] = made["identity"]["principalId"]
             # Vault Secrets User and AZURE_KEYVAULT_RESOURCEENDPOINT, as a user would wire it.
             server.cli("app", "connection", "create", "keyvault", "-g", self.group, "-n", app,
                        "--vault", self.vault["name"], "--system-identity")  # fmt: skip
-        for role in ("Vault Secrets Officer", "Vault Administrator"):
-            server.cli("role", "assignment", "create", "--assignee", self.principals["writer"],
+        for app, role in (
+            ("writer", "Vault Secrets Officer"),
+            ("writer", "Vault Administrator"),
+            ("officer", "Vault Secrets Officer"),
+        ):
+            server.cli("role", "assignment", "create", "--assignee", self.principals[app],
                        "--role", role, "--scope", self.vault["id"])  # fmt: skip
         me = server.cli_json("account", "show")["user"]["name"]
         server.cli("role", "assignment", "create", "--assignee", me, "--role",
@@ -227,3 +238,14 @@ def test_a_secrets_user_app_reads_and_is_refused_writes(
     assert result["delete"]["status"] == 403 and DELETE in result["delete"]["message"]
     denied = apps.server.audit(action=SET, actor=apps.principals["reader"], result="denied")
     assert any(r["target"].split("/secrets/")[-1].split("/")[0] == name for r in denied)
+
+
+def test_purge_is_the_administrators_an_officer_app_gets_403(apps: Apps, tmp_path: Path) -> None:
+    name = _unique("officers")
+    result = apps.run(tmp_path, "officer", {"credential": "managed", "role": "officer",
+                                             "name": name})  # fmt: skip
+    assert result["purge"]["status"] == 403 and PURGE in result["purge"]["message"]
+    assert result["checks"] == {
+        "the vault host resolves to loopback": True,
+        "recover after the refused purge": True,
+    }
