@@ -45,8 +45,8 @@ ServicePrincipalOption = Annotated[
     list[str] | None,
     typer.Option(
         "--service-principal",
-        help="client-id=ID of a service principal [secret=VALUE|@FILE|- as az spells it; "
-        "prefer --secret].",
+        help="client-id=ID of a service principal (az's secret=@FILE|- also works: prefer "
+        "--secret).",
     ),
 ]
 SecretOption = Annotated[
