@@ -313,8 +313,9 @@ def test_validate_pinpoints_what_was_broken_by_hand_and_delete_still_cleans_up(
     world.cli("app", "create", "-g", GROUP, "-n", "sp-broken", "--assign-identity")
     record = json.loads(
         world.connect(
+            # az's spelling: the secret inside --service-principal.
             "keyvault", "sp-broken", "--vault", VAULT, "--service-principal",
-            f"client-id={world.sp['appId']}", "--secret", f"@{world.secret_file()}",
+            f"client-id={world.sp['appId']}", f"secret=@{world.secret_file()}",
         ).stdout
     )  # fmt: skip
     store = record["properties"]["secretStore"]
