@@ -14,6 +14,7 @@ check results. Every CLI output is kept and checked at the end for the tokens th
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -277,6 +278,70 @@ def test_service_principal_logs_in_with_a_token_from_its_secret(world: World) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == role_of("postgres_worker")
     assert token not in done.stdout + done.stderr
+
+
+# An app written for Azure with a service principal: ClientSecretCredential from the three
+# settings (the secret's setting is a vault reference `keyless app run` resolved), then psycopg.
+SP_APP = """
+import hashlib, json, os, sys
+from pathlib import Path
+import psycopg
+from azure.identity import ClientSecretCredential
+
+out = Path(sys.argv[1])
+secret = os.environ["AZURE_POSTGRESQL_CLIENTSECRET"]
+credential = ClientSecretCredential(
+    os.environ["AZURE_POSTGRESQL_TENANTID"], os.environ["AZURE_POSTGRESQL_CLIENTID"], secret,
+    disable_instance_discovery=True,
+)
+token = credential.get_token("https://ossrdbms-aad.database.windows.net/.default").token
+with psycopg.connect(os.environ["AZURE_POSTGRESQL_CONNECTIONSTRING"], password=token) as conn:
+    user = conn.execute("SELECT current_user").fetchone()[0]
+out.write_text(json.dumps({"user": user, "secret": hashlib.sha256(secret.encode()).hexdigest()}))
+"""
+
+
+def test_service_principal_with_its_secret_in_a_vault(world: World) -> None:
+    """--secret keeps the secret in the vault --vault names; the app's settings hold a
+    reference, `keyless app run` resolves it, and the app logs in with the secret's token."""
+    vault = world.json("vault", "create", "-g", GROUP, "-n", "pg-secrets")
+    me = world.json("account", "show")["user"]["name"]
+    world.cli("role", "assignment", "create", "--assignee", me, "--role", "Vault Administrator",
+              "--scope", vault["id"])  # fmt: skip
+    world.cli("app", "create", "-g", GROUP, "-n", "sp-vaulted")
+    world.cli("app", "config", "appsettings", "set", "-g", GROUP, "-n", "sp-vaulted",
+              "--settings", f"AZURE_AUTHORITY_HOST={world.server.endpoint}",
+              "--settings", f"REQUESTS_CA_BUNDLE={world.server.ca_file}")  # fmt: skip
+    secret_file = world.tmp / "sp-secret"
+    secret_file.write_text(world.sp["secret"] + "\n")
+    world.connect(
+        "sp-vaulted", "--service-principal", f"client-id={world.sp['appId']}",
+        "--secret", f"@{secret_file}", "--vault", "pg-secrets", "--connection", "vaulted",
+    )  # fmt: skip
+    secret_file.unlink()
+    name = "sp-vaulted-vaulted-client-secret"
+    settings = world.settings("sp-vaulted")
+    assert settings["AZURE_POSTGRESQL_CLIENTSECRET"] == (
+        f"@Keyless.Vault(SecretUri={vault['properties']['vaultUri']}secrets/{name})"
+    )
+    assert settings["AZURE_POSTGRESQL_CLIENTID"] == world.sp["appId"]
+    assert not any(world.sp["secret"] in v for v in settings.values())
+
+    done, result = run_app(world.server, world.tmp, GROUP, "sp-vaulted", SP_APP)
+    world.outputs += [done.stdout, done.stderr]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert result == {
+        "user": role_of("vaulted"),
+        "secret": hashlib.sha256(world.sp["secret"].encode()).hexdigest(),
+    }
+    code, checks = world.validate("sp-vaulted", "vaulted")
+    assert code == 0 and checks["valid"], checks
+
+    world.cli("app", "connection", "delete", "-g", GROUP, "-n", "sp-vaulted",
+              "--connection", "vaulted")  # fmt: skip
+    assert role_of("vaulted") not in world.roles()
+    assert world.json("vault", "secret", "list", "--vault-name", "pg-secrets") == []
+    assert set(world.settings("sp-vaulted")) == {"AZURE_AUTHORITY_HOST", "REQUESTS_CA_BUNDLE"}
 
 
 # -------------------------------------------------------------------- 2. configuration keys

@@ -118,9 +118,16 @@ class KeylessServer:
         return json.loads(self.cli(*args).stdout)
 
     def start(self) -> None:
+        self.init()
+        self.serve()
+
+    def init(self) -> None:
         init_args = ["init", "--port", str(self.port), "--gateway-port", str(self.gateway_port)]
         report = self.cli_json(*init_args)
         self.tenant_id, self.subscription_id = report["tenant"], report["subscription"]
+
+    def serve(self) -> None:
+        """`keyless serve` on the data directory as it is (`init` has run), until healthy."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [

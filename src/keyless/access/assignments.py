@@ -6,6 +6,7 @@ index follows on its next request.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -77,6 +78,11 @@ def find_role(session: Session, tenant_id: str, ref: str) -> Role:
     )
 
 
+# Data-plane objects that take role assignments though they are not resources.
+DATA_SCOPES = {"keyless.vault/vaults/secrets"}
+_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
 def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
     if scope.level == "root":
         return
@@ -88,7 +94,18 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
     if scope.level == "resourceGroup":
         find_group(session, tenant_id, scope.subscription or "", scope.resource_group or "")
     elif scope.level == "resource":
-        find_resource(session, tenant_id, scope)
+        parent = scope.parent()
+        if scope.resource_type.lower() in DATA_SCOPES and parent is not None:
+            # As in Azure, one secret can be a scope (least privilege: an app reads its own
+            # secret, not the vault). Secrets are the vault's data, not resources: the vault
+            # must exist, the name must be a secret name; the secret itself may come later.
+            if not _SECRET_NAME.match(scope.name):
+                raise bad_request(
+                    f"{scope.name[:100]!r} is not a secret name (1-127 letters, digits, hyphens)"
+                )
+            find_resource(session, tenant_id, parent)
+        else:
+            find_resource(session, tenant_id, scope)
 
 
 def put_role_definition(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from keyless.cli.admin import call
@@ -20,7 +23,8 @@ from keyless.cli.resources import (
     resource_path,
     subscription_of,
 )
-from keyless.cli.session import ApiClient, CliError
+from keyless.cli.session import ApiClient, CliError, oauth_error
+from keyless.cli.vault import VaultData
 
 connection_app = typer.Typer(
     help="Connections from an app to the services it uses, with no secret.", no_args_is_help=True
@@ -38,7 +42,21 @@ UserIdentityOption = Annotated[
     typer.Option("--user-identity", help="client-id=ID of a user-assigned identity."),
 ]
 ServicePrincipalOption = Annotated[
-    str | None, typer.Option("--service-principal", help="client-id=ID of a service principal.")
+    list[str] | None,
+    typer.Option(
+        "--service-principal",
+        help="client-id=ID of a service principal (az's secret=@FILE|- also works: prefer "
+        "--secret).",
+    ),
+]
+SecretOption = Annotated[
+    str | None,
+    typer.Option(
+        "--secret",
+        help="The service principal's client secret: @FILE, or - to read stdin (a VALUE typed "
+        "here stays in the shell history). It is kept in a vault (--vault) and the app's "
+        "settings get a reference to it, never the secret.",
+    ),
 ]
 ClientTypeOption = Annotated[
     str, typer.Option("--client-type", help="python, django, nodejs, go, java, dotnet or none.")
@@ -56,7 +74,63 @@ def _client_id(value: str, option: str) -> str:
     return client_id
 
 
-def auth_choice(system: bool, user: str | None, sp: str | None) -> Any:
+def _service_principal(items: list[str]) -> tuple[str, str | None]:
+    """(client ID, the secret as given or None) from `client-id=ID [secret=...]`. Messages
+    name the parts, never a value."""
+    given: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(
+                "--service-principal takes client-id=<client ID> (and optionally secret=@FILE "
+                "or secret=-), e.g. --service-principal client-id=0000..."
+            )
+        if key not in ("client-id", "secret"):
+            fail(
+                "--service-principal takes client-id=<client ID> and optionally secret=@FILE "
+                f"or secret=-; {key[:40]!r} is neither"
+            )
+        if key in given:
+            fail(f"--service-principal names {key} twice")
+        given[key] = value
+    if not given.get("client-id"):
+        fail("--service-principal takes client-id=<client ID>, e.g. client-id=0000...")
+    return given["client-id"], given.get("secret")
+
+
+def read_secret(text: str, where: str) -> str:
+    """`-` reads stdin, `@FILE` a file (one trailing newline dropped from either), anything
+    else is the secret itself."""
+    if text == "-":
+        try:
+            value = sys.stdin.read()
+        except UnicodeDecodeError:
+            fail(f"cannot read {where} from stdin: it is not UTF-8 text")
+    elif text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {where} from {path}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            fail(f"cannot read {where} from {path}: it is not UTF-8 text")
+    else:
+        value = text
+    for ending in ("\r\n", "\n"):
+        if value.endswith(ending):
+            return value[: -len(ending)]
+    return value
+
+
+def auth_choice(
+    system: bool,
+    user: str | None,
+    sp: list[str] | None,
+    secret: str | None = None,
+    vault: str | None = None,
+) -> Any:
+    """The identity to connect as; with a secret, the vault to keep it in (`vault`)."""
+    from keyless.connector.clientsecret import ClientSecret, SecretError
     from keyless.connector.service import AuthChoice
 
     given = [x for x in (system, user, sp) if x]
@@ -65,12 +139,54 @@ def auth_choice(system: bool, user: str | None, sp: str | None) -> Any:
             "choose one of --system-identity, --user-identity client-id=ID, "
             "--service-principal client-id=ID"
         )
-    if system:
-        return AuthChoice("systemAssignedIdentity")
-    if user:
+    if system or user:
+        if secret is not None:
+            fail(
+                "--secret goes with --service-principal only: a managed identity gets its "
+                "tokens with no secret"
+            )
+        if system:
+            return AuthChoice("systemAssignedIdentity")
+        assert user is not None
         return AuthChoice("userAssignedIdentity", _client_id(user, "--user-identity"))
     assert sp is not None
-    return AuthChoice("servicePrincipal", _client_id(sp, "--service-principal"))
+    client_id, inline = _service_principal(sp)
+    if inline is not None and secret is not None:
+        fail("give the secret once: --secret, or secret= in --service-principal")
+    text = secret if secret is not None else inline
+    if text is None:
+        return AuthChoice("servicePrincipal", client_id)
+    try:
+        kept = ClientSecret(vault or "", read_secret(text, "the client secret"))
+    except SecretError as exc:
+        fail(str(exc))
+    return AuthChoice("servicePrincipal", client_id, kept)
+
+
+def check_secret(client: ApiClient) -> Any:
+    """(tenant, client ID, secret) -> None if the secret signs the service principal in, else
+    ValueError; the token it gets is dropped at once."""
+
+    def check(tenant: str, client_id: str, secret: str) -> None:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": "api://keyless/management/.default",
+        }
+        try:
+            response = client.http.post(f"/{tenant}/oauth2/v2.0/token", data=form)
+        except httpx.HTTPError as exc:
+            raise ValueError(f"cannot reach the Keyless server ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            error, description = oauth_error(response)
+            raise ValueError(
+                f"service principal {client_id} does not sign in with this secret ({error}: "
+                f"{description}); give its current secret, or make a new one with `keyless ad "
+                f"sp credential reset --id {client_id}`"
+            )
+
+    return check
 
 
 def _app_path(data_dir: Any, subscription: str | None, group: str, name: str) -> str:
@@ -96,8 +212,9 @@ def run_create(
         fail(f"--client-type must be one of {', '.join(CLIENT_TYPES)}")
     try:
         renames = parse_customized(customized or [])
+        client = ApiClient(paths_for(data_dir))
         result = create(
-            ApiClient(paths_for(data_dir)),
+            client,
             app_path,
             kind,
             connection,
@@ -107,6 +224,8 @@ def run_create(
             renames,
             admin_token(data_dir),
             say=note,
+            vault_data=VaultData(data_dir),
+            check_secret=check_secret(client),
         )
     except (StepFailed, ConnectionError_, KeyError_, PropertiesError, CliError) as exc:
         fail(str(exc))
@@ -123,6 +242,11 @@ def create_postgres(
     system_identity: SystemIdentityOption = False,
     user_identity: UserIdentityOption = None,
     service_principal: ServicePrincipalOption = None,
+    secret: SecretOption = None,
+    vault: Annotated[
+        str | None,
+        typer.Option("--vault", help="The vault that keeps --secret (name or resource ID)."),
+    ] = None,
     connection: Annotated[str | None, typer.Option("--connection")] = None,
     role: Annotated[
         str | None, typer.Option(help="Database role to create [default: aad_<connection>].")
@@ -132,7 +256,12 @@ def create_postgres(
     data_dir: DataDirOption = None,
 ) -> None:
     """Connect the app to a PostgreSQL database: role, grants, mapping, settings, record."""
-    auth = auth_choice(system_identity, user_identity, service_principal)
+    auth = auth_choice(system_identity, user_identity, service_principal, secret, vault)
+    if vault is not None and auth.secret is None:
+        fail(
+            "--vault keeps a service principal's --secret; without a secret there is nothing to "
+            "keep (a managed identity needs none)"
+        )
     name_ = connection or f"postgres_{name}".replace("-", "_")[:63]
     options = {"server": server, "database": database, "role": role}
     run_create(
@@ -156,14 +285,16 @@ def create_keyvault(
     system_identity: SystemIdentityOption = False,
     user_identity: UserIdentityOption = None,
     service_principal: ServicePrincipalOption = None,
+    secret: SecretOption = None,
     connection: Annotated[str | None, typer.Option("--connection")] = None,
     customized_keys: CustomizedKeysOption = None,
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Let the app's identity read the vault's secrets (Vault Secrets User) and write
-    AZURE_KEYVAULT_RESOURCEENDPOINT and AZURE_KEYVAULT_SCOPE."""
-    auth = auth_choice(system_identity, user_identity, service_principal)
+    AZURE_KEYVAULT_RESOURCEENDPOINT and AZURE_KEYVAULT_SCOPE. A service principal's --secret
+    is kept in the same vault."""
+    auth = auth_choice(system_identity, user_identity, service_principal, secret, vault)
     name_ = connection or f"keyvault_{name}".replace("-", "_")[:63]
     run_create(
         data_dir,
@@ -274,6 +405,7 @@ def connection_delete(
             {"owned_objects": owned_choice(owned_objects)},
             admin_token(data_dir),
             say=note,
+            vault_data=VaultData(data_dir),
         )
     except (PgAdminError, CliError, ValueError) as exc:
         fail(f"{exc}; the connection is kept so you can run delete again")

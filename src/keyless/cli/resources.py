@@ -46,6 +46,7 @@ _VARIADIC: dict[str, str | None] = {
     "--ids": None,
     "--action": None,
     "--customized-keys": None,
+    "--service-principal": None,
 }
 
 

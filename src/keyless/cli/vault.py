@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -177,8 +177,60 @@ def _version(version: str | None) -> str:
     return f"/{version}"
 
 
-def _refused(response: httpx.Response) -> NoReturn:
-    fail(f"{vault_error(response)[1]} (HTTP {response.status_code})")
+class VaultCallError(CliError):
+    """A data plane request failed; `status` is the HTTP status (0: no answer), `code` Key
+    Vault's error code (the inner one when there is one)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class VaultData:
+    """The vault data plane as the signed-in user: `data(vault, method, path, body)` returns
+    the JSON answer (None for no content) or raises VaultCallError. For callers that must undo
+    their earlier steps on a failure (the connector) rather than exit."""
+
+    def __init__(self, data_dir: Any) -> None:
+        self._paths = paths_for(data_dir)
+
+    def __call__(
+        self, vault: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> Any:
+        if not VAULT_NAME.match(vault):
+            raise VaultCallError(
+                f"the vault name {vault[:60]!r} is not valid: use 3-24 letters, digits and "
+                "hyphens, starting with a letter, ending with a letter or digit, no '--'"
+            )
+        name = vault.lower()
+        token, record = resource_token(self._paths, VAULT_SCOPE)
+        remote = is_remote(record)
+        endpoint = str(record["endpoint"]) if remote else endpoint_for(self._paths)
+        ca = (record.get("caFile") if remote else None) or os.environ.get("KEYLESS_CA_FILE")
+        if not ca and self._paths.ca_cert.exists():
+            ca = str(self._paths.ca_cert)
+        domain = VaultDomain.from_endpoint(endpoint)
+        if not domain.usable:
+            raise VaultCallError(
+                f"vaults need a DNS name for the server ({domain.host} is not one); use an "
+                "endpoint such as https://localhost:PORT"
+            )
+        with http_client(endpoint, str(ca) if ca else None) as http:
+            try:
+                response = vault_request(
+                    http, domain, name, method, path, str(token["accessToken"]), body
+                )
+            except httpx.HTTPError as exc:
+                raise VaultCallError(
+                    f"cannot reach the vault {name} at {endpoint} ({type(exc).__name__}: {exc}); "
+                    "is the Keyless server running?"
+                ) from None
+        if response.status_code >= 400:
+            code, message = vault_error(response)
+            raise VaultCallError(
+                f"{message} (HTTP {response.status_code})", response.status_code, code
+            )
+        return response.json() if response.content else None
 
 
 def vault_call(
@@ -190,36 +242,10 @@ def vault_call(
 ) -> Any:
     """A data plane request to `vault`, as the signed-in user; its JSON (None for no content)."""
     name = _vault_name(vault)
-    paths = paths_for(data_dir)
     try:
-        token, record = resource_token(paths, VAULT_SCOPE)
-        remote = is_remote(record)
-        endpoint = str(record["endpoint"]) if remote else endpoint_for(paths)
-        ca = (record.get("caFile") if remote else None) or os.environ.get("KEYLESS_CA_FILE")
-        if not ca and paths.ca_cert.exists():
-            ca = str(paths.ca_cert)
-        http = http_client(endpoint, str(ca) if ca else None)
+        return VaultData(data_dir)(name, method, path, body)
     except CliError as exc:
         fail(str(exc))
-    domain = VaultDomain.from_endpoint(endpoint)
-    if not domain.usable:
-        fail(
-            f"vaults need a DNS name for the server ({domain.host} is not one); use an endpoint "
-            "such as https://localhost:PORT"
-        )
-    with http:
-        try:
-            response = vault_request(
-                http, domain, name, method, path, str(token["accessToken"]), body
-            )
-        except httpx.HTTPError as exc:
-            fail(
-                f"cannot reach the vault {name} at {endpoint} ({type(exc).__name__}: {exc}); is "
-                "the Keyless server running?"
-            )
-    if response.status_code >= 400:
-        _refused(response)
-    return response.json() if response.content else None
 
 
 def vault_list_all(data_dir: Any, vault: str, path: str) -> list[dict[str, Any]]:

@@ -8,21 +8,30 @@ target's own authentication, and returns only pass/fail lines with a fix for eac
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.routing import Route
 
 from keyless.access.scopes import Scope, scope_key
 from keyless.authority.context import Authority
 from keyless.authority.managed_identity import issue_for_identity
-from keyless.connector import records
+from keyless.connector import clientsecret, records
 from keyless.connector.target import ValidationContext, lookup
 from keyless.resources import manager
 from keyless.resources.manager import ResourceError, find_resource
 from keyless.server.arm import ArmApi, Call
-from keyless.store.models import DatabaseRoleMapping, Resource, ServicePrincipal
+from keyless.store.models import (
+    DatabaseRoleMapping,
+    Resource,
+    ServicePrincipal,
+    Vault,
+    VaultSecret,
+    VaultSecretVersion,
+)
 
 APP = "/subscriptions/{subscription}/resourceGroups/{group}/providers/Keyless.Web/apps/{name}"
 ONE = APP + "/connections/{connection}"
@@ -57,6 +66,44 @@ def _identity_problem(app: Resource, principal_id: str, auth_type: str, sp: Any)
         if not any(info.get("principalId") == principal_id for info in users.values()):
             return "the user-assigned identity is no longer assigned to the app"
     return None
+
+
+def _secret_problem(session: Session, store: dict[str, Any]) -> str | None:
+    """Why `keyless app run` could not be served the connection's client secret, from the
+    store's rows (the value is never opened here)."""
+    vault_id, name = str(store["vaultId"]), str(store["secretName"])
+    vault = session.get(Vault, vault_id.rstrip("/").rsplit("/", 1)[-1].lower())
+    if vault is None or scope_key(vault.resource_id) != scope_key(vault_id):
+        return f"the vault {vault_id} no longer exists"
+    secret = session.get(VaultSecret, (vault.name, name.lower()))
+    if secret is None:
+        return f"the secret {name!r} is gone from vault {vault.name}"
+    if secret.deleted_at is not None:
+        return f"the secret {name!r} in vault {vault.name} is deleted (recover it, or reconnect)"
+    row = session.get(VaultSecretVersion, (vault.name, secret.name_key, secret.latest_version))
+    now = time.time()
+    if row is None or not row.enabled:
+        return f"the latest version of {name!r} is disabled"
+    if row.expires is not None and row.expires <= now:
+        return f"the latest version of {name!r} has expired"
+    if row.not_before is not None and row.not_before > now:
+        return f"the latest version of {name!r} is not valid yet"
+    return None
+
+
+def _reference_principal(app: Resource) -> tuple[str | None, str]:
+    """The object ID `keyless app run` reads vault references as (None if it has none)."""
+    identity = app.identity or {}
+    named = str((app.properties or {}).get("keyVaultReferenceIdentity") or "")
+    if named and named.lower() != "systemassigned":
+        for resource_id, info in (identity.get("userAssignedIdentities") or {}).items():
+            if resource_id.lower() == named.lower():
+                return info.get("principalId"), f"the user-assigned identity {resource_id}"
+        return None, f"the app's keyVaultReferenceIdentity {named} is not assigned to the app"
+    principal = identity.get("principalId")
+    if principal is None:
+        return None, "the app has no system-assigned identity to read vault references with"
+    return str(principal), "the app's system-assigned identity"
 
 
 def build_routes(api: ArmApi, authority: Authority) -> list[Route]:
@@ -134,7 +181,23 @@ def build_routes(api: ArmApi, authority: Authority) -> list[Route]:
             target_impl = lookup(str(props["targetService"]["type"]))
         except ValueError as exc:
             raise ResourceError(400, "UnknownTarget", str(exc)) from None
-        checks = [c.as_json() for c in target_impl.validate(context)]
+        found = target_impl.validate(context)
+        store = props.get("secretStore")
+        if store:
+            reader, who = _reference_principal(app)
+            scope = f"{store['vaultId']}/secrets/{store['secretName']}"
+            reader_problem: str | None = who
+            if reader is not None:
+                allowed = api.access.check(reader, clientsecret.GET_SECRET, scope, data=True)
+                reader_problem = (
+                    None
+                    if allowed.allowed
+                    else f"{who} ({reader}) may not read it ({clientsecret.GET_SECRET})"
+                )
+            found += clientsecret.checks(
+                store, dict(settings), _secret_problem(call.session, store), reader_problem
+            )
+        checks = [c.as_json() for c in found]
         return {
             "id": connection.id,
             "valid": all(c["result"] == "pass" for c in checks),

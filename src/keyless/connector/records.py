@@ -37,7 +37,14 @@ def _object(value: Any, what: str, allowed: set[str]) -> dict[str, Any]:
 
 
 def _validate(properties: Properties) -> Properties:
-    allowed = {"targetService", "authInfo", "clientType", "configurationKeys", "createdResources"}
+    allowed = {
+        "targetService",
+        "authInfo",
+        "clientType",
+        "configurationKeys",
+        "createdResources",
+        "secretStore",
+    }
     unknown = set(properties) - allowed
     if unknown:
         raise PropertiesError(f"unknown connection properties: {', '.join(sorted(unknown))}")
@@ -65,13 +72,26 @@ def _validate(properties: Properties) -> Properties:
     created = _object(
         properties.get("createdResources", {}), "createdResources", {"systemIdentity", "role"}
     )
-    return {
+    out = {
         "targetService": target,
         "authInfo": auth,
         "clientType": properties["clientType"],
         "configurationKeys": list(keys),
         "createdResources": created,
     }
+    if "secretStore" in properties:
+        # Where a service principal's client secret is kept (never the secret itself).
+        store = _object(
+            properties["secretStore"],
+            "secretStore",
+            {"vaultId", "secretName", "secretUri", "readerPrincipalId", "roleAssignmentId"},
+        )
+        if not all(isinstance(store.get(k), str) for k in ("vaultId", "secretName", "secretUri")):
+            raise PropertiesError("secretStore needs vaultId, secretName and secretUri")
+        if auth.get("authType") != "servicePrincipal":
+            raise PropertiesError("only a service principal connection has a secretStore")
+        out["secretStore"] = store
+    return out
 
 
 def _after_write(_session: Any, resource: Any, _created: bool) -> None:

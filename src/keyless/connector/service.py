@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.connector import clientsecret
+from keyless.connector.clientsecret import ClientSecret
 from keyless.connector.keys import apply_customized, prefixed
 from keyless.connector.plan import Plan, StepFailed
 from keyless.connector.records import check_connection_name
-from keyless.connector.target import Identity, Management, ProvisionContext, lookup
+from keyless.connector.target import Identity, Management, ProvisionContext, VaultData, lookup
 
 IDENTITY_TYPE = "Keyless.ManagedIdentity/userAssignedIdentities"
 
@@ -28,6 +30,14 @@ class ConnectionError_(ValueError):
 class AuthChoice:
     auth_type: str  # systemAssignedIdentity | userAssignedIdentity | servicePrincipal
     client_id: str | None = None
+    secret: ClientSecret | None = None  # a service principal's, kept in a vault
+
+    def __post_init__(self) -> None:
+        if self.secret is not None and self.auth_type != "servicePrincipal":
+            raise ConnectionError_(
+                "a client secret goes with --service-principal only: a managed identity gets "
+                "its tokens with no secret"
+            )
 
 
 def _identity_block(system: bool, users: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +112,54 @@ def _resolve_identity(
     return Identity(auth.auth_type, sp["id"], sp["appId"], sp["appOwnerOrganizationId"]), app, False
 
 
+def _reference_identity(
+    api: Management, app_path: str, plan: Plan, enabled: list[bool]
+) -> tuple[str, str]:
+    """(object ID, description) of the identity `keyless app run` reads vault references
+    with: the one `keyVaultReferenceIdentity` names, else the system-assigned identity, which
+    is enabled (a step of the plan; `enabled` records it) when the app has none."""
+    app = api.call("GET", app_path)
+    identity = app.get("identity") or {}
+    users: dict[str, Any] = dict(identity.get("userAssignedIdentities") or {})
+    named = str((app.get("properties") or {}).get("keyVaultReferenceIdentity") or "")
+    if named and named.lower() != "systemassigned":
+        for resource_id, info in users.items():
+            if resource_id.lower() == named.lower():
+                return str(info["principalId"]), f"the app's reference identity {resource_id}"
+        raise ConnectionError_(
+            f"the app's keyVaultReferenceIdentity names {named}, which is not assigned to the "
+            "app, so `keyless app run` could not read the client secret; assign it (`keyless app "
+            "identity assign`) or name another (`keyless app create --key-vault-reference-"
+            "identity NAME_OR_ID`, or [system])"
+        )
+    if "principalId" in identity:
+        return str(identity["principalId"]), "the app's system-assigned identity"
+    made = plan.step(
+        "enable the app's system-assigned identity (keyless app run reads the client secret "
+        "with it)",
+        lambda: api.call("PATCH", app_path, {"identity": _identity_block(True, users)}),
+    )
+    plan.on_undo(
+        "disabled the system-assigned identity again",
+        lambda: api.call("PATCH", app_path, {"identity": _identity_block(False, users)}),
+    )
+    enabled.append(True)
+    return str(made["identity"]["principalId"]), "the app's system-assigned identity"
+
+
+def _check_secret(ctx: ProvisionContext, plan: Plan, secret: ClientSecret) -> None:
+    """Before anything is stored: the secret must sign the service principal in (a typo or a
+    reset credential is caught here, not at the app's first start)."""
+    check = ctx.check_secret
+    if check is None:
+        raise ConnectionError_("this client cannot check a client secret")
+    identity = ctx.identity
+    plan.step(
+        f"check that the secret signs in service principal {identity.client_id}",
+        lambda: check(identity.tenant_id, identity.client_id, secret.value),
+    )
+
+
 def _connections(api: Management, app_path: str) -> list[dict[str, Any]]:
     return list(api.call("GET", f"{app_path}/connections")["value"])
 
@@ -117,7 +175,11 @@ def create(
     customized: dict[str, str],
     admin_token: Callable[[str], str],
     say: Callable[[str], None] = lambda _line: None,
+    vault_data: VaultData | None = None,
+    check_secret: Callable[[str, str, str], None] | None = None,
 ) -> dict[str, Any]:
+    """Create the connection; with `auth.secret`, keep the service principal's secret in a
+    vault (`vault_data`, after `check_secret` accepted it) and reference it."""
     target = lookup(kind)
     check_connection_name(connection)
     app = api.call("GET", app_path)
@@ -139,8 +201,20 @@ def create(
         options=dict(options),
         admin_token=admin_token,
         say=say,
+        vault_data=vault_data,
+        check_secret=check_secret,
     )
+    reference_enabled: list[bool] = []
     try:
+        secret_block: dict[str, Any] | None = None
+        if auth.secret is not None:
+            _check_secret(ctx, plan, auth.secret)
+            secret_block = clientsecret.store(
+                ctx,
+                plan,
+                auth.secret,
+                lambda: _reference_identity(api, app_path, plan, reference_enabled),
+            )
         target_block = target.provision(ctx, plan)
         prefix = prefixed(target.key_target, connection if second else None)
         keys = {prefix + k: v for k, v in target.configuration(ctx, target_block).items()}
@@ -148,6 +222,8 @@ def create(
             keys[prefix + "CLIENTID"] = identity.client_id
         if identity.auth_type == "servicePrincipal":
             keys[prefix + "TENANTID"] = identity.tenant_id
+        if secret_block is not None:
+            keys[prefix + clientsecret.KEY] = clientsecret.reference(secret_block)
         if customized:
             keys = plan.step(
                 "rename keys (--customized-keys)", lambda: apply_customized(keys, customized)
@@ -165,11 +241,13 @@ def create(
                 "clientType": client_type,
                 "configurationKeys": sorted(keys),
                 "createdResources": {
-                    "systemIdentity": enabled,
+                    "systemIdentity": enabled or bool(reference_enabled),
                     "role": bool(ctx.options.get("_created_role", True)),
                 },
             }
         }
+        if secret_block is not None:
+            record["properties"]["secretStore"] = secret_block
         path = f"{app_path}/connections/{connection}"
         result: dict[str, Any] = plan.step(
             f"record connection {connection!r}", lambda: api.call("PUT", path, record)
@@ -212,6 +290,7 @@ def delete(
     options: dict[str, Any],
     admin_token: Callable[[str], str],
     say: Callable[[str], None] = lambda _line: None,
+    vault_data: VaultData | None = None,
 ) -> list[str]:
     path = f"{app_path}/connections/{connection}"
     record = api.call("GET", path)
@@ -227,6 +306,8 @@ def delete(
     )
     try:
         done = target.revert(ctx, props, options)
+        if props.get("secretStore"):
+            done += clientsecret.revert(api, vault_data, props["secretStore"])
     finally:
         for close in ctx.cleanup:
             close()

@@ -29,6 +29,15 @@ class Management(Protocol):
     ) -> Any: ...
 
 
+class VaultData(Protocol):
+    """A vault's data plane as the signed-in user (the CLI's `VaultData`): the JSON answer, or
+    an exception with `status` (the HTTP status) and `code` (Key Vault's) when refused."""
+
+    def __call__(
+        self, vault: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Identity:
     auth_type: str  # one of AUTH_TYPES
@@ -47,6 +56,10 @@ class ProvisionContext:
     options: dict[str, Any]  # target-specific: server, database, vault, ...
     admin_token: Callable[[str], str]  # scope -> the signed-in user's token for it
     say: Callable[[str], None] = lambda _line: None
+    # For a client secret kept in a vault (keyless.connector.clientsecret): the data plane, and
+    # a check that (tenant, client ID, secret) signs the service principal in (raises if not).
+    vault_data: VaultData | None = None
+    check_secret: Callable[[str, str, str], None] | None = None
     # Run when the whole operation is over (after any rollback): closes database sessions.
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
