@@ -583,7 +583,9 @@ class Server:
         return json.loads(self.cli(*args))
 
     def start(self) -> None:
-        self.cli_json("init", "--port", str(self.port))
+        # No token gateway: the benchmark does not use it, and its fixed default port may be
+        # taken by another Keyless on the same machine.
+        self.cli_json("init", "--port", str(self.port), "--gateway-port", "0")
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
                 [*KEYLESS, "serve", "--port", str(self.port), "--workers", "1"],
