@@ -85,13 +85,15 @@ def _proc_socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int 
 def _children(pid: int) -> list[int] | None:
     """Direct children from /proc/{pid}/task/*/children; None where the kernel lacks it."""
     found: list[int] = []
+    tasks = f"/proc/{pid}/task"
     try:
-        tasks = list((PROC / str(pid) / "task").iterdir())
+        names = os.listdir(tasks)
     except OSError:
         return []
-    for task in tasks:
+    for task in names:
         try:
-            found.extend(int(c) for c in (task / "children").read_text().split())
+            with open(f"{tasks}/{task}/children", "rb") as listed:
+                found.extend(int(c) for c in listed.read().split())
         except FileNotFoundError:
             return None
         except OSError:
@@ -122,16 +124,20 @@ def process_tree(root: int) -> set[int]:
 
 
 def _owns_inode(pid: int, inode: int) -> bool:
+    # Plain strings, not pathlib: this runs for every new connection, once per fd of each
+    # process searched, and Path objects were most of its cost.
     target = f"socket:[{inode}]"
+    fds = f"/proc/{pid}/fd"
     try:
-        for fd in (PROC / str(pid) / "fd").iterdir():
-            try:
-                if os.readlink(fd) == target:
-                    return True
-            except OSError:
-                continue
+        names = os.listdir(fds)
     except OSError:
         return False
+    for name in names:
+        try:
+            if os.readlink(f"{fds}/{name}") == target:
+                return True
+        except OSError:
+            continue
     return False
 
 

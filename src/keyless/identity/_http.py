@@ -51,6 +51,10 @@ class TokenRequest:
     secrets: tuple[str, ...] = ()
 
 
+# Sends one token request and returns the answer, or raises an httpx.TransportError.
+Exchange = Callable[[TokenRequest], httpx.Response]
+
+
 # ------------------------------------------------------------------------------------- TLS trust
 
 
@@ -139,6 +143,11 @@ def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> h
     )
 
 
+def through(client: httpx.Client) -> Exchange:
+    """The exchange that sends token requests with an httpx client."""
+    return lambda request: client.send(_build(client, request))
+
+
 def _unreachable(who: str, request: TokenRequest, error: httpx.TransportError, tries: int) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     message = f"{who}: could not reach {request.url}: {text}"
@@ -156,14 +165,14 @@ def _retryable(error: httpx.TransportError) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in str(error)
 
 
-def send(client: httpx.Client, request: TokenRequest, who: str) -> httpx.Response:
+def send(exchange: Exchange, request: TokenRequest, who: str) -> httpx.Response:
     """Send with retries; the last answer is returned whatever its status (the parser turns an
     error status into a ClientAuthenticationError). Raises when no answer came at all."""
     retry = Retry()
     while True:
         retry.attempts += 1
         try:
-            response = client.send(_build(client, request))
+            response = exchange(request)
         except httpx.TransportError as exc:
             delay = retry.next_delay(None) if _retryable(exc) else None
             if delay is None:
