@@ -43,6 +43,8 @@ def loopback_address(url: str) -> tuple[str, int] | None:
 def exchange(address: tuple[str, int], request: TokenRequest) -> httpx.Response:
     """Send `request` (a GET without a body) to `address` and read the whole answer on a
     connection of its own."""
+    if request.form is not None:
+        raise ValueError("the loopback exchange sends only requests without a body")
     parts = urlsplit(request.url)
     target = parts.path or "/"
     if request.params:
