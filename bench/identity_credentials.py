@@ -939,6 +939,10 @@ def unbound_first_tokens(baseline: dict[str, Any]) -> dict[str, Any]:
     kl = out["keyless"]["first_token_ms"].get("median")
     az = out["azure_identity"]["first_token_ms"].get("median")
     out["first_token_ratio_azure_over_keyless"] = round(az / kl, 2) if kl and az else None
+    floor = baseline["credentials"].get("floor", {}).get("first_token_ms", {})
+    out["floor_first_exchange_ms"] = floor
+    if az and floor.get("median"):
+        out["ceiling_ratio_azure_over_floor"] = round(az / floor["median"], 2)
     return out
 
 
