@@ -101,13 +101,18 @@ def test_a_request_hook_still_sees_every_request(monkeypatch: pytest.MonkeyPatch
 def test_errors_and_retries_are_those_of_every_token_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A 503 is retried, then the token; a refusal carries the endpoint's message, never the
-    header secret."""
-    unavailable: Reply = (503, {}, {"statusCode": 503, "message": "the authority is away"})
+    """A 503 is retried after the Retry-After it names, then the token; a refusal carries the
+    endpoint's message, never the header secret."""
+    unavailable: Reply = (
+        503,
+        {"Retry-After": "1"},
+        {"statusCode": 503, "message": "the authority is away"},
+    )
     with LocalHttpServer(scripted(unavailable, token_reply("after-retry"))) as peer:
         _use(monkeypatch, f"{peer.url}/msi/token")
         assert ManagedIdentityCredential().get_token(SCOPE).token == "after-retry"
-    assert len(peer.seen) == 2
+    first, second = peer.seen
+    assert second.at - first.at >= 1.0  # the server's wait, not the sub-second first backoff
 
     refused: Reply = (403, {}, {"statusCode": 403, "message": "refused: not the app's process"})
     with LocalHttpServer(scripted(refused)) as peer:
@@ -185,8 +190,12 @@ class RawPeer:
             "larger than 1048576 bytes",
         ),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}", "not valid HTTP/1.1"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 2\r\n\r\n{}",
+            "compressed (gzip), unasked",
+        ),
     ],
-    ids=["not-http", "closed", "too-large", "cut-short"],
+    ids=["not-http", "closed", "too-large", "cut-short", "compressed"],
 )
 def test_an_answer_that_is_not_a_token_answer_is_an_error(
     monkeypatch: pytest.MonkeyPatch, answer: bytes, expected: str

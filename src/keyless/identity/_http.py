@@ -15,9 +15,9 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # httpx imports its transport (httpcore, h11, anyio) when the first client is built; importing
 # it here moves ~30 ms from an app's first token request, often inside its first user request,
@@ -51,8 +51,26 @@ class TokenRequest:
     secrets: tuple[str, ...] = ()
 
 
+class Answer(Protocol):
+    """What retries and parsing read of an answer: an httpx.Response, or the loopback
+    exchange's lighter one (keyless.identity._loopback)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def json(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 # Sends one token request and returns the answer, or raises an httpx.TransportError.
-Exchange = Callable[[TokenRequest], httpx.Response]
+Exchange = Callable[[TokenRequest], Answer]
 
 
 # ------------------------------------------------------------------------------------- TLS trust
@@ -165,7 +183,7 @@ def _retryable(error: httpx.TransportError) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in str(error)
 
 
-def send(exchange: Exchange, request: TokenRequest, who: str) -> httpx.Response:
+def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
     """Send with retries; the last answer is returned whatever its status (the parser turns an
     error status into a ClientAuthenticationError). Raises when no answer came at all."""
     retry = Retry()
@@ -255,7 +273,7 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
 
 
 def parse_token_response(
-    response: httpx.Response,
+    response: Answer,
     request: TokenRequest,
     who: str,
     received_at: float,

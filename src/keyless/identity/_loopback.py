@@ -5,15 +5,18 @@ no proxy, no cookies, no redirects, one request at start and one per refresh. Th
 httpx client that first request cost ~4 ms of a fresh process (client, URL and cookie layers,
 and the idna codec that resolving a host name imports) on top of the exchange itself. Here
 it is a socket connected to the literal address and h11, the HTTP/1.1 implementation that
-httpx's own transport uses, to write the request and read the answer. The answer is an
-`httpx.Response` and failures are httpx's transport errors, so retries and parsing are the
-same code as for every other token request.
+httpx's own transport uses, to write the request and read the answer. Failures are httpx's
+transport errors and the answer has what retries and parsing read of an httpx.Response, so
+they are the same code as for every other token request.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import h11
@@ -25,6 +28,25 @@ from ._http import TIMEOUT, USER_AGENT, TokenRequest
 MAX_ANSWER_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = TIMEOUT.connect or 5.0
 READ_TIMEOUT_S = TIMEOUT.read or 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopbackAnswer:
+    """An answer read by h11 (an httpx.Response cost 0.16 ms of CPU in a fresh process)."""
+
+    status_code: int
+    headers: dict[str, str]  # lower-case names
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def close(self) -> None:
+        """Nothing to release: the connection is closed once the answer is read."""
 
 
 def loopback_address(url: str) -> tuple[str, int] | None:
@@ -40,7 +62,7 @@ def loopback_address(url: str) -> tuple[str, int] | None:
     return (str(address), port) if address.is_loopback else None
 
 
-def exchange(address: tuple[str, int], request: TokenRequest) -> httpx.Response:
+def exchange(address: tuple[str, int], request: TokenRequest) -> LoopbackAnswer:
     """Send `request` (a GET without a body) to `address` and read the whole answer on a
     connection of its own."""
     if request.form is not None:
@@ -78,7 +100,7 @@ def exchange(address: tuple[str, int], request: TokenRequest) -> httpx.Response:
 
 def _converse(
     sock: socket.socket, method: str, target: str, headers: list[tuple[str, str]]
-) -> httpx.Response:
+) -> LoopbackAnswer:
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
     sock.sendall(
         connection.send(h11.Request(method=method, target=target, headers=headers))
@@ -102,8 +124,15 @@ def _converse(
                     f"the answer is larger than {MAX_ANSWER_BYTES} bytes, not a token answer"
                 )
         elif isinstance(event, h11.EndOfMessage) and head is not None:
-            return httpx.Response(
-                head.status_code, headers=head.headers.raw_items(), content=bytes(body)
-            )
+            return _answer(head, bytes(body))
         # Otherwise h11.InformationalResponse (1xx): keep reading for the final answer. The
         # end of the connection comes after EndOfMessage, or h11 raises for a cut answer.
+
+
+def _answer(head: h11.Response, body: bytes) -> LoopbackAnswer:
+    # h11 gives names in lower case; a repeated header keeps its last value.
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # none was asked for (no Accept-Encoding is sent)
+        raise httpx.RemoteProtocolError(f"the answer is compressed ({encoding}), unasked")
+    return LoopbackAnswer(head.status_code, headers, body)
