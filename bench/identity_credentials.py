@@ -18,8 +18,11 @@ the app it measures:
    constructing the credential to the first token, and (in the first --warm-runs samples)
    the in-process warm get_token(scope) cost: a timed loop for the mean, and a loop timing
    every call for p50/p99. Baselines in the same run: one raw HTTP request to the endpoint on
-   a new connection and on a kept-alive one (the floor of any library's first token), and the
-   interpreter start-up. One unmeasured sample per library first warms the page cache.
+   a new connection and on a kept-alive one, from the measuring program's warm process, and
+   the interpreter start-up. The floor of any library's first token is measured too: the
+   same request over a bare socket from a fresh process, between the two libraries' samples
+   (the first exchange of a new process costs more than later ones: see
+   docs/PERFORMANCE.md). One unmeasured sample per library first warms the page cache.
 2. The managed identity endpoint with cached tokens: `wrk` (started by the measuring program,
    so it is part of the app's process tree and passes the endpoint's real process-binding
    check) at each concurrency over keep-alive connections, then with a new connection per
@@ -103,10 +106,12 @@ def main():
         from azure.identity import DefaultAzureCredential as Credential
     t1 = perf()
     modules = len(sys.modules)
+    c1 = time.process_time()
     credential = Credential()
     t2 = perf()
     token = credential.get_token(scope)
     t3 = perf()
+    c3 = time.process_time()
     modules = len(sys.modules) - modules
     credential.get_token(scope)
     t4 = perf()
@@ -116,6 +121,7 @@ def main():
         "construct_ms": (t2 - t1) * 1e3,
         "get_token_ms": (t3 - t2) * 1e3,
         "first_token_ms": (t3 - t1) * 1e3,
+        "first_token_cpu_ms": (c3 - c1) * 1e3,
         "second_call_us": (t4 - t3) * 1e6,
         "modules_imported_during_first_token": modules,
     }
@@ -158,6 +164,46 @@ def main():
         out["answered_by"] = type(chosen).__name__ + (
             f" ({type(inner).__name__})" if inner is not None else "")
     print(json.dumps(out))
+
+
+main()
+"""
+
+# The floor: the same request from a fresh process with nothing but a socket (no library, no
+# HTTP client): what any library's first token costs at least on this machine and endpoint.
+# It imports both libraries first (unused), so its process is in the state of a sample's at
+# its first token: a process's first exchange costs more the younger the process is.
+FLOOR = r"""
+import sys, time
+T_START = time.monotonic()
+
+
+def main():
+    import azure.identity, keyless.identity  # unused: see above
+    import json, os, socket
+    from urllib.parse import quote, urlsplit
+    perf = time.perf_counter
+    parts = urlsplit(os.environ["IDENTITY_ENDPOINT"])
+    resource = quote(sys.argv[1].removesuffix("/.default"), safe="")
+    request = (
+        f"GET {parts.path}?api-version=2019-08-01&resource={resource} HTTP/1.1\r\n"
+        f"Host: {parts.netloc}\r\nX-IDENTITY-HEADER: {os.environ['IDENTITY_HEADER']}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    t1, c1 = perf(), time.process_time()
+    with socket.socket() as s:
+        s.connect((parts.hostname, parts.port))
+        s.sendall(request)
+        answer = bytearray()
+        while chunk := s.recv(65536):
+            answer += chunk
+    t2, c2 = perf(), time.process_time()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    ok = head.split(b" ", 2)[1] == b"200" and "access_token" in json.loads(body)
+    print(json.dumps({
+        "t_start": T_START, "first_token_ms": (t2 - t1) * 1e3,
+        "first_token_cpu_ms": (c2 - c1) * 1e3, "token_ok": ok,
+    }))
 
 
 main()
@@ -335,17 +381,40 @@ def run_sample(sample: Path, lib: str, spec: dict[str, Any], warm: bool) -> dict
     return out
 
 
+def run_floor(floor: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    spawned = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(floor), spec["scope"]], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return {"error": tail[0][:500]}
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    out["startup_ms"] = (out.pop("t_start") - spawned) * 1e3
+    return out
+
+
 def credential_samples(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     sample = work / "sample.py"
     sample.write_text(SAMPLE)
+    floor = work / "floor.py"
+    floor.write_text(FLOOR)
     for lib in LIBRARIES:  # unmeasured: page cache, .pyc files, the endpoint's connection path
         got = run_sample(sample, lib, spec, warm=False)
         if "error" in got:
             raise RuntimeError(f"{LIBRARY_NAMES[lib]} failed: {got['error']}")
+    run_floor(floor, spec)
     runs: dict[str, list[dict[str, Any]]] = {lib: [] for lib in LIBRARIES}
+    floors: list[dict[str, Any]] = []
     for i in range(spec["iterations"]):
-        order = LIBRARIES if i % 2 == 0 else LIBRARIES[::-1]
-        for lib in order:
+        first, last = LIBRARIES if i % 2 == 0 else LIBRARIES[::-1]
+        for lib in (first, "floor", last):
+            if lib == "floor":
+                got = run_floor(floor, spec)
+                floors.append(got)
+                if "error" in got or not got["token_ok"]:
+                    child_log(f"  floor   #{i + 1}: ERROR {got.get('error', 'no token')}")
+                continue
             got = run_sample(sample, lib, spec, warm=i < spec["warm_runs"])
             runs[lib].append(got)
             if "error" in got:
@@ -356,7 +425,21 @@ def credential_samples(spec: dict[str, Any], work: Path) -> dict[str, Any]:
                     f"  {lib:7} #{i + 1}: import {got['import_ms']:.0f} ms, first token "
                     f"{got['first_token_ms']:.1f} ms{warm}"
                 )
-    return {lib: aggregate(rows) for lib, rows in runs.items()}
+    result = {lib: aggregate(rows) for lib, rows in runs.items()}
+    good = [r for r in floors if "error" not in r]
+    result["floor"] = {
+        "samples": len(floors),
+        "errors": [r.get("error", "no token") for r in floors if not r.get("token_ok")],
+        "first_token_ms": summary([r["first_token_ms"] for r in good]),
+        "first_token_cpu_ms": summary([r["first_token_cpu_ms"] for r in good]),
+        "startup_ms": summary([r["startup_ms"] for r in good]),
+        "how": "a fresh `python floor.py` started by the app, interleaved with the libraries: "
+        "after importing both libraries (unused, so the process is as old as a sample's at "
+        "its first token), one App Service request over a plain socket (no HTTP client), "
+        "timed from connect to the end of the answer; the least any library's first token "
+        "costs here",
+    }
+    return result
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -366,7 +449,14 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": [r["error"] for r in rows if "error" in r],
         "tokens_ok": all(r.get("token_ok") for r in good) and bool(good),
     }
-    for key in ("first_token_ms", "construct_ms", "get_token_ms", "import_ms", "startup_ms"):
+    for key in (
+        "first_token_ms",
+        "first_token_cpu_ms",
+        "construct_ms",
+        "get_token_ms",
+        "import_ms",
+        "startup_ms",
+    ):
         out[key] = summary([r[key] for r in good])
     out["import_plus_first_token_ms"] = summary(
         [r["import_ms"] + r["first_token_ms"] for r in good]
@@ -583,7 +673,9 @@ class Server:
         return json.loads(self.cli(*args))
 
     def start(self) -> None:
-        self.cli_json("init", "--port", str(self.port))
+        # No token gateway: the benchmark does not use it, and its fixed default port may be
+        # taken by another Keyless on the same machine.
+        self.cli_json("init", "--port", str(self.port), "--gateway-port", "0")
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
                 [*KEYLESS, "serve", "--port", str(self.port), "--workers", "1"],
@@ -790,6 +882,20 @@ def build_targets(
         "measured_on": "medians; first token = from constructing the credential to the first "
         "token returned (import not included), in a fresh process per sample",
     }
+    floor = credentials.get("floor", {}).get("first_token_ms", {}).get("median")
+    if floor:
+        comparison["floor_first_exchange_ms"] = floor
+        comparison["keyless_above_floor_ms"] = round(kl_first - floor, 2) if kl_first else None
+        comparison["azure_above_floor_ms"] = round(az_first - floor, 2) if az_first else None
+        comparison["ceiling_ratio_azure_over_floor"] = (
+            round(az_first / floor, 2) if az_first else None
+        )
+    kl_cpu = kl.get("first_token_cpu_ms", {}).get("median")
+    az_cpu = az.get("first_token_cpu_ms", {}).get("median")
+    if kl_cpu and az_cpu:
+        # The client process's own CPU for construct + first token: unlike wall time, it
+        # hardly depends on what else the machine runs (a diagnostic, not the target).
+        comparison["first_token_cpu_ratio_azure_over_keyless"] = round(az_cpu / kl_cpu, 2)
     keep_alive = [r for r in load if r["connection"] == "keep-alive"]
     best = max(keep_alive, key=lambda r: r["requests_per_s"], default=None)
     throughput = target(
@@ -821,11 +927,22 @@ def unbound_first_tokens(baseline: dict[str, Any]) -> dict[str, Any]:
         got = baseline["credentials"][lib]
         out[name] = {
             key: got[key]
-            for key in ("samples", "errors", "tokens_ok", "first_token_ms", "get_token_ms")
+            for key in (
+                "samples",
+                "errors",
+                "tokens_ok",
+                "first_token_ms",
+                "first_token_cpu_ms",
+                "get_token_ms",
+            )
         }
     kl = out["keyless"]["first_token_ms"].get("median")
     az = out["azure_identity"]["first_token_ms"].get("median")
     out["first_token_ratio_azure_over_keyless"] = round(az / kl, 2) if kl and az else None
+    floor = baseline["credentials"].get("floor", {}).get("first_token_ms", {})
+    out["floor_first_exchange_ms"] = floor
+    if az and floor.get("median"):
+        out["ceiling_ratio_azure_over_floor"] = round(az / floor["median"], 2)
     return out
 
 
@@ -927,6 +1044,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "every token checked (decoded claims: the app's system identity), never printed",
             "keyless": credentials["keyless"],
             "azure_identity": credentials["azure"],
+            "floor": credentials.get("floor"),
             "comparison": comparison,
             "baselines": in_tree["http_baselines"],
             "baselines_no_process_binding": baseline["http_baselines"] if baseline else None,

@@ -1,14 +1,17 @@
 """Which process is on the other end of a loopback TCP connection (Linux, through /proc).
 
 The managed identity endpoint serves a token only to the app's own process tree: a leaked
-`IDENTITY_HEADER` is useless to any other process. The kernel lists every TCP socket in
-/proc/net/tcp{,6} with its inode; the process owning the client's socket has a
-`/proc/{pid}/fd/*` link to `socket:[inode]`. Only the pids of the app's tree are searched.
+`IDENTITY_HEADER` is useless to any other process. The kernel names the client's socket by
+its inode: asked with a `sock_diag` netlink query for the connection's exact 4-tuple (one
+hash lookup, see keyless.host.sock_diag), or, where netlink is unavailable, found in
+/proc/net/tcp{,6}, which lists every TCP socket of the machine. The process owning the
+client's socket has a `/proc/{pid}/fd/*` link to `socket:[inode]`. Only the pids of the app's
+tree are searched.
 
 Where it cannot apply: other operating systems; a client in another PID or network
-namespace (a container) whose /proc entries we cannot see; /proc mounted with hidepid; and a
-process of the same user can always ptrace or inject into the app itself — this binding stops
-header theft, not a same-user attacker with debugger rights.
+namespace (a container) whose sockets and /proc entries we cannot see; /proc mounted with
+hidepid; and a process of the same user can always ptrace or inject into the app itself — this
+binding stops header theft, not a same-user attacker with debugger rights.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from keyless.host import sock_diag
 
 PROC = Path("/proc")
 
@@ -42,7 +47,26 @@ def _hex_address(host: str, port: int) -> str:
     return f"{''.join(words)}:{port:04X}"
 
 
-def _socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+# Whether sock_diag has found a socket in this process: until it has, its "no such socket"
+# may mean that the kernel lacks the TCP handler (a module not loaded), so /proc is asked too.
+_netlink_proven = False
+
+
+def socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The inode of the client's socket of the connection client -> server (None if none)."""
+    global _netlink_proven
+    try:
+        owner = sock_diag.lookup(client, server)
+    except sock_diag.Unavailable:
+        return _proc_socket_inode(client, server)
+    if owner is not None:
+        _netlink_proven = True
+        return owner.inode
+    return None if _netlink_proven else _proc_socket_inode(client, server)
+
+
+def _proc_socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The fallback: the kernel formats every TCP socket of the namespace for this read."""
     local, remote = _hex_address(*client), _hex_address(*server)
     family = "tcp6" if ":" in client[0] else "tcp"
     try:
@@ -61,13 +85,15 @@ def _socket_inode(client: tuple[str, int], server: tuple[str, int]) -> int | Non
 def _children(pid: int) -> list[int] | None:
     """Direct children from /proc/{pid}/task/*/children; None where the kernel lacks it."""
     found: list[int] = []
+    tasks = f"/proc/{pid}/task"
     try:
-        tasks = list((PROC / str(pid) / "task").iterdir())
+        names = os.listdir(tasks)
     except OSError:
         return []
-    for task in tasks:
+    for task in names:
         try:
-            found.extend(int(c) for c in (task / "children").read_text().split())
+            with open(f"{tasks}/{task}/children", "rb") as listed:
+                found.extend(int(c) for c in listed.read().split())
         except FileNotFoundError:
             return None
         except OSError:
@@ -98,16 +124,20 @@ def process_tree(root: int) -> set[int]:
 
 
 def _owns_inode(pid: int, inode: int) -> bool:
+    # Plain strings, not pathlib: this runs for every new connection, once per fd of each
+    # process searched, and Path objects were most of its cost.
     target = f"socket:[{inode}]"
+    fds = f"/proc/{pid}/fd"
     try:
-        for fd in (PROC / str(pid) / "fd").iterdir():
-            try:
-                if os.readlink(fd) == target:
-                    return True
-            except OSError:
-                continue
+        names = os.listdir(fds)
     except OSError:
         return False
+    for name in names:
+        try:
+            if os.readlink(f"{fds}/{name}") == target:
+                return True
+        except OSError:
+            continue
     return False
 
 
@@ -118,9 +148,9 @@ def check_peer(sock: socket.socket, root_pid: int) -> PeerVerdict:
         server = sock.getsockname()[:2]
     except OSError:
         return PeerVerdict(False, None, "the connection has no peer address")
-    inode = _socket_inode((client[0], client[1]), (server[0], server[1]))
-    if inode is None:
-        return PeerVerdict(False, None, "the caller's socket is not visible in /proc/net")
+    inode = socket_inode((client[0], client[1]), (server[0], server[1]))
+    if not inode:  # none, or 0: no process holds it any more
+        return PeerVerdict(False, None, "the caller's socket is not visible to this host")
     for pid in _tree_nearest_first(root_pid):
         if _owns_inode(pid, inode):
             return PeerVerdict(True, pid, f"process {pid} in the app's process tree")

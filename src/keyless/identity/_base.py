@@ -17,7 +17,8 @@ from ._cache import ENTRIES, CachedToken, CacheKey
 from ._config import single_scope
 from ._errors import ClientAuthenticationError
 from ._flow import TokenFlow
-from ._http import RequestHook, new_client, parse_token_response, send
+from ._http import Exchange, RequestHook, new_client, parse_token_response, send, through
+from ._loopback import exchange as loopback_exchange
 from ._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 _LOG = logging.getLogger("keyless.identity")
@@ -192,13 +193,21 @@ class HttpCredential(CachingCredential):
                     self._client = client
         return client
 
+    def _exchange(self) -> Exchange:
+        """A loopback endpoint gets the lean exchange, unless a request hook wants to see the
+        httpx.Request; everything else an httpx client (kept for its connections)."""
+        address = self._flow.loopback
+        if address is not None and self._request_hook is None:
+            return lambda request: loopback_exchange(address, request)
+        return through(self._http())
+
     def _fetch(
         self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
     ) -> CachedToken:
         who = type(self).__name__
         request = self._flow.request(scope, tenant_id, claims, enable_cae)
         sent_at = time.time()
-        response = send(self._http(), request, who)
+        response = send(self._exchange(), request, who)
         try:
             token = parse_token_response(response, request, who, sent_at, self._flow.hint)
         finally:

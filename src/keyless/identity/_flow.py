@@ -29,6 +29,9 @@ class TokenFlow(abc.ABC):
     trust_env: bool = True
     # Its endpoint is plain http (loopback): no CA bundle to load for it (see new_client).
     plain_http: bool = False
+    # Its endpoint is plain http on a loopback IP address: (address, port) for the lean
+    # exchange of keyless.identity._loopback instead of an httpx client.
+    loopback: tuple[str, int] | None = None
 
     def resolve_tenant(self, tenant_id: str | None) -> str:
         """The tenant for the cache key and the request (see CachingCredential)."""

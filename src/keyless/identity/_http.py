@@ -15,9 +15,9 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # httpx imports its transport (httpcore, h11, anyio) when the first client is built; importing
 # it here moves ~30 ms from an app's first token request, often inside its first user request,
@@ -49,6 +49,28 @@ class TokenRequest:
     form: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+
+
+class Answer(Protocol):
+    """What retries and parsing read of an answer: an httpx.Response, or the loopback
+    exchange's lighter one (keyless.identity._loopback)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def is_success(self) -> bool: ...
+
+    def json(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+# Sends one token request and returns the answer, or raises an httpx.TransportError.
+Exchange = Callable[[TokenRequest], Answer]
 
 
 # ------------------------------------------------------------------------------------- TLS trust
@@ -139,6 +161,11 @@ def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> h
     )
 
 
+def through(client: httpx.Client) -> Exchange:
+    """The exchange that sends token requests with an httpx client."""
+    return lambda request: client.send(_build(client, request))
+
+
 def _unreachable(who: str, request: TokenRequest, error: httpx.TransportError, tries: int) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     message = f"{who}: could not reach {request.url}: {text}"
@@ -156,14 +183,14 @@ def _retryable(error: httpx.TransportError) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in str(error)
 
 
-def send(client: httpx.Client, request: TokenRequest, who: str) -> httpx.Response:
+def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
     """Send with retries; the last answer is returned whatever its status (the parser turns an
     error status into a ClientAuthenticationError). Raises when no answer came at all."""
     retry = Retry()
     while True:
         retry.attempts += 1
         try:
-            response = client.send(_build(client, request))
+            response = exchange(request)
         except httpx.TransportError as exc:
             delay = retry.next_delay(None) if _retryable(exc) else None
             if delay is None:
@@ -246,7 +273,7 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
 
 
 def parse_token_response(
-    response: httpx.Response,
+    response: Answer,
     request: TokenRequest,
     who: str,
     received_at: float,

@@ -26,6 +26,7 @@ from ._config import (
 from ._errors import CredentialUnavailableError
 from ._flow import TokenFlow
 from ._http import RequestHook, TokenRequest
+from ._loopback import loopback_address
 
 APP_SERVICE_API_VERSION = "2019-08-01"
 IMDS_API_VERSION = "2018-02-01"
@@ -101,6 +102,7 @@ class ManagedIdentityFlow(TokenFlow):
             base = imds if "://" in imds else "http://" + imds
             self.mode, self.url, self.header = "imds", base.rstrip("/") + IMDS_PATH, ""
         self.plain_http = self.url.startswith("http://")
+        self.loopback = loopback_address(self.url) if self.plain_http else None
         identity = "=".join(self.identity) if self.identity else "system"
         self.cache_id = f"managed|{self.mode}|{self.url}|{identity}"
 
