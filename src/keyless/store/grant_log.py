@@ -40,12 +40,20 @@ logger = logging.getLogger("keyless.store")
 
 
 class _Entry:
-    __slots__ = ("audit", "committed", "jti")
+    __slots__ = ("audit", "committed", "jti", "loop", "woken")
 
-    def __init__(self, audit: AuditRecord, jti: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        audit: AuditRecord,
+        jti: dict[str, Any] | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.audit = audit
         self.jti = jti
         self.committed: Future[bool] = Future()
+        # For `record_async`: the event loop that waits, and what it waits on.
+        self.loop = loop
+        self.woken: asyncio.Future[None] | None = None if loop is None else loop.create_future()
 
 
 class GrantLog:
@@ -70,6 +78,19 @@ class GrantLog:
     def record(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> bool:
         """`submit` and wait for the commit. Raises GrantLogError on store failure."""
         return wait_for_commit(self.submit(audit, jti))
+
+    async def record_async(self, audit: AuditRecord) -> None:
+        """`record` on an event loop, holding no thread. The writer wakes each loop once per
+        batch for all of its records, where awaiting `submit`'s future costs a wake-up, a
+        wrapped future and a timeout task per record. Raises GrantLogError."""
+        entry = _Entry(audit, None, asyncio.get_running_loop())
+        assert entry.woken is not None
+        self._ensure_writer()
+        self._queue.put(entry)
+        with _reported_as_grant_log_error():
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await entry.woken
+            entry.committed.result(0)  # done by now: True, or the store's error
 
     def _ensure_writer(self) -> None:
         # Started on first use, in the process that uses it (server workers are spawned).
@@ -108,6 +129,7 @@ class GrantLog:
                             "the store refused an audit record (%s)", entry.audit.action
                         )
                         _settle(entry, exc)
+            _wake_loops(batch)
 
     def _commit(self, batch: Sequence[_Entry]) -> None:
         with self._engine.begin() as connection:
@@ -144,6 +166,23 @@ def _insert_ignoring_duplicates(engine: Engine) -> Insert:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
     return sqlite.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
+
+
+def _wake_loops(batch: Sequence[_Entry]) -> None:
+    """One call into each event loop that has records in the batch, for all of them."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
+    for entry in batch:
+        if entry.loop is not None:
+            by_loop.setdefault(entry.loop, []).append(entry)
+    for loop, entries in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_wake, entries)
+
+
+def _wake(entries: list[_Entry]) -> None:
+    for entry in entries:
+        if entry.woken is not None and not entry.woken.done():  # not cancelled meanwhile
+            entry.woken.set_result(None)
 
 
 def _settle(entry: _Entry, outcome: bool | Exception) -> None:
