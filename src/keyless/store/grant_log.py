@@ -62,9 +62,11 @@ class GrantLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert_jti = _insert_ignoring_duplicates(engine)
-        self._queue: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Entry | list[_Entry]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        # record_async's entries of the current loop iteration, handed over together.
+        self._from_loops: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
 
     def submit(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> Future[bool]:
         """Queue the audit record (and the assertion's jti row). The future becomes True once
@@ -80,17 +82,27 @@ class GrantLog:
         return wait_for_commit(self.submit(audit, jti))
 
     async def record_async(self, audit: AuditRecord) -> None:
-        """`record` on an event loop, holding no thread. The writer wakes each loop once per
-        batch for all of its records, where awaiting `submit`'s future costs a wake-up, a
-        wrapped future and a timeout task per record. Raises GrantLogError."""
-        entry = _Entry(audit, None, asyncio.get_running_loop())
+        """`record` on an event loop, holding no thread. The records of one loop iteration go
+        to the writer together, and the writer wakes the loop once per batch for all of
+        them, where awaiting `submit`'s future costs two thread wake-ups, a wrapped future
+        and a timeout task per record. Raises GrantLogError."""
+        loop = asyncio.get_running_loop()
+        entry = _Entry(audit, None, loop)
         assert entry.woken is not None
-        self._ensure_writer()
-        self._queue.put(entry)
+        waiting = self._from_loops.get(loop)
+        if waiting is None:
+            waiting = self._from_loops[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        waiting.append(entry)
         with _reported_as_grant_log_error():
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await entry.woken
             entry.committed.result(0)  # done by now: True, or the store's error
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        entries = self._from_loops.pop(loop)
+        self._ensure_writer()
+        self._queue.put(entries)
 
     def _ensure_writer(self) -> None:
         # Started on first use, in the process that uses it (server workers are spawned).
@@ -105,10 +117,11 @@ class GrantLog:
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            batch: list[_Entry] = []
+            _add(batch, self._queue.get())
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    _add(batch, self._queue.get_nowait())
                 except queue.Empty:
                     break
             for entry in batch:
@@ -166,6 +179,13 @@ def _insert_ignoring_duplicates(engine: Engine) -> Insert:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
     return sqlite.insert(UsedAssertion).on_conflict_do_nothing().returning(*returned)
+
+
+def _add(batch: list[_Entry], item: _Entry | list[_Entry]) -> None:
+    if isinstance(item, list):
+        batch.extend(item)  # one loop iteration's records (may take a batch past MAX_BATCH)
+    else:
+        batch.append(item)
 
 
 def _wake_loops(batch: Sequence[_Entry]) -> None:
