@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from keyless.authority import keys
 from keyless.authority.config import DataDir, ServerConfig
 from keyless.store.engine import open_engine
+from tests.support.postgres import PostgresServer
 from tests.support.server import KeylessServer, running_server
 
 GET_SECRET = "Keyless.Vault/vaults/secrets/getSecret/action"
@@ -221,7 +223,7 @@ def test_a_remembered_token_opens_only_the_api_it_was_issued_for(server: Keyless
 def test_a_remembered_token_is_refused_once_its_signing_key_has_expired(
     server: KeylessServer,
 ) -> None:
-    """Last in this module: it expires every retired key of the tenant."""
+    """After the other tests on the module's server: it expires every retired key."""
     vault = _vault(server, "reads-keys")
     _set(server, "reads-keys", "s", "keys-value")
     reader = _reader(server, vault["id"])
@@ -243,3 +245,29 @@ def test_a_remembered_token_is_refused_once_its_signing_key_has_expired(
     assert _error(refused)[:2] == (401, "Unauthorized")
     assert "key this tenant does not publish" in refused.json()["error"]["message"]
     assert _get(server, "reads-keys", "/secrets/s", _token(server, reader)).status_code == 200
+
+
+def test_reads_on_a_postgresql_store(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """With PostgreSQL the store is across a network: the same reads run on a thread, and
+    the lookup's JSON, boolean and numeric columns come back as on SQLite."""
+    name = f"vault_reads_{uuid.uuid4().hex[:12]}"
+    postgres_server.create_database(name)
+    url = postgres_server.admin_url().rsplit("/", 1)[0] + f"/{name}"
+    with running_server(tmp_path / "data", store_url=url) as server:
+        server.cli("group", "create", "-n", "reads-rg")
+        vault = _vault(server, "reads-pg")
+        _set(server, "reads-pg", "db", "pg-value")
+        reader = _reader(server, vault["id"])
+        token = _token(server, reader)
+        for _ in range(2):
+            read = _get(server, "reads-pg", "/secrets/db", token)
+            assert read.status_code == 200, read.text
+            assert read.json()["value"] == "pg-value"
+            assert read.json()["attributes"]["enabled"] is True and read.json()["tags"] is None
+        granted = server.audit(actor=reader.object_id, result="succeeded")
+        assert len([e for e in granted if e["action"] == GET_SECRET]) == 2
+        server.cli(
+            "role", "assignment", "delete", "--assignee", reader.app_id, "--role",
+            "Vault Secrets User", "--scope", vault["id"],
+        )  # fmt: skip
+        assert _error(_get(server, "reads-pg", "/secrets/db", token))[2] == "ForbiddenByRbac"

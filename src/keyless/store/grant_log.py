@@ -23,8 +23,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
-from keyless.store.audit import AuditRecord, write
-from keyless.store.models import UsedAssertion
+from keyless.store.audit import AUDIT_COLUMNS, AuditRecord
+from keyless.store.models import AuditEvent, Base, UsedAssertion
+from keyless.store.prepared import PreparedInsert
 
 # How long a request waits for its commit before giving up with an error (the store is gone).
 COMMIT_TIMEOUT_S = 30.0
@@ -62,6 +63,11 @@ class GrantLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert_jti = _insert_ignoring_duplicates(engine)
+        # The writer's one statement per batch: on the driver's cursor, it costs a third of
+        # SQLAlchemy's executemany for the few rows a batch usually has.
+        self._insert_audit = PreparedInsert(
+            Base.metadata.tables[AuditEvent.__tablename__], AUDIT_COLUMNS, engine.dialect
+        )
         self._queue: queue.SimpleQueue[_Entry | list[_Entry]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -149,7 +155,7 @@ class GrantLog:
             claimed = self._claim(connection, batch)
             records = [entry.audit for entry, ok in zip(batch, claimed, strict=True) if ok]
             if records:
-                write(connection, *records)
+                self._insert_audit.execute_many(connection, [r.row() for r in records])
         for entry, ok in zip(batch, claimed, strict=True):
             _settle(entry, ok)
 
