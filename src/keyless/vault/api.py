@@ -535,8 +535,9 @@ class VaultService:
             raw = await read_limited(request, MAX_BODY) if op.writes else b""
         except BodyTooLarge as exc:
             return kv_error(413, "RequestEntityTooLarge", str(exc))
-        authorized = self._authorize(found, token, op, trace_id, inline=self._inline)
-        if authorized is None:  # a cache to rebuild first: not on the event loop
+        # None: a cache to rebuild first, which is not done on the event loop.
+        authorized = self._authorize(found, token, op, trace_id, True) if self._inline else None
+        if authorized is None:
             authorized = await run_in_threadpool(self._authorize, found, token, op, trace_id, False)
         assert authorized is not None
         if isinstance(authorized, Denied):
