@@ -459,7 +459,7 @@ def resolve(method: str, path: str) -> Operation:
 
 
 class VaultService:
-    """Answers vault requests. Each one reads the store once up front (`reads.lookup`: the
+    """Answers vault requests. Each one reads the store once up front (`reads.Lookups`: the
     generations, the vault, and for a secret read the secret's version), then checks the token
     and the caller's data action against caches kept at those generations.
 
@@ -689,7 +689,12 @@ class VaultService:
             with Session(self.authority.engine) as session, session.begin():
                 attached = session.get(Vault, vault.name)
                 if attached is None or attached.tenant_id != vault.tenant_id:
-                    raise VaultError(404, "VaultNotFound", "the vault was deleted meanwhile")
+                    raise VaultError(
+                        404,
+                        "VaultNotFound",
+                        f"vault {vault.name} was deleted while this request ran; create it "
+                        "again with `keyless vault create` if it is still needed",
+                    )
                 ctx = Context(session, attached, base, op, body, self.keys, claims)
                 result = op.run(ctx)
                 if op.writes:
