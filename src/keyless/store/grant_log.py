@@ -6,7 +6,9 @@ store's write lock the bottleneck (SQLite has one writer at a time; on PostgreSQ
 is a WAL flush). Here the request thread hands its rows to one writer thread per process and
 waits: the writer commits whatever is waiting at that moment in one transaction, then wakes
 every waiter. So a token is still never returned before its audit record is durable and its
-jti refused everywhere, but N requests cost one commit instead of N.
+jti refused everywhere, but N requests cost one commit instead of N. A request served on the
+event loop (a vault secret read) awaits `record_async`, which holds no thread: the records of
+one loop iteration reach the writer together, and the writer wakes the loop once per batch.
 """
 
 from __future__ import annotations
