@@ -3,6 +3,7 @@ the directory generation, replay protection, rotation conflicts, and a whole ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, bindparam, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyless.authority import keys
 from keyless.authority.masterkey import MasterKey
-from keyless.store.audit import AuditRecord
+from keyless.store.audit import AuditRecord, write
 from keyless.store.engine import StoreUrlError, normalise_store_url, open_engine
 from keyless.store.generation import (
     ACCESS_GENERATION,
@@ -219,3 +220,56 @@ def test_grant_log_commits_concurrent_requests_and_refuses_each_replay_once(
         used = session.scalars(select(UsedAssertion.jti).where(UsedAssertion.client_id == client))
         assert sorted(used) == sorted(jtis)
     assert len(written) == len(jtis) + 20
+
+
+def test_grant_log_commits_an_event_loops_records_together_on_both_stores(
+    engine: Engine,
+) -> None:
+    """`record_async` from many tasks of one loop: every record is written once, with its
+    details as JSON, before its await returns; a thread's `record` shares the same writer."""
+    log = GrantLog(engine)
+    traces = [f"async-{uuid.uuid4().hex[:24]}" for _ in range(60)]
+    committed: list[str] = []
+
+    async def one(trace: str) -> None:
+        details = {"appId": trace[-8:], "grantedBy": "role 'Vault Secrets User'", "n": 1}
+        await log.record_async(
+            AuditRecord("reader", "read", "/secret", "succeeded", trace, None, details)
+        )
+        committed.append(trace)
+
+    async def many() -> None:
+        await asyncio.gather(*(one(t) for t in traces))
+
+    asyncio.run(many())
+    log.record(AuditRecord("thread", "read", "/secret", "succeeded", "async-thread"))
+    assert sorted(committed) == sorted(traces)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(AuditEvent.trace_id, AuditEvent.details).where(
+                AuditEvent.trace_id.like("async-%")
+            )
+        ).all()
+    assert sorted(t for t, _ in rows) == sorted([*traces, "async-thread"])
+    by_trace = dict(rows)
+    assert by_trace[traces[0]] == {
+        "appId": traces[0][-8:],
+        "grantedBy": "role 'Vault Secrets User'",
+        "n": 1,
+    }
+    assert by_trace["async-thread"] == {}
+
+
+def test_prepared_select_converts_columns_as_sqlalchemy_does(engine: Engine) -> None:
+    from keyless.store.prepared import PreparedSelect
+
+    with engine.begin() as connection:
+        write(connection, AuditRecord("a", "prep", "t", "ok", "prep-1", None, {"k": [1, "x"]}))
+    statement = select(AuditEvent.details, AuditEvent.actor).where(
+        AuditEvent.trace_id == bindparam("trace")
+    )
+    prepared = PreparedSelect(statement, engine.dialect)
+    with engine.connect() as connection:
+        dbapi = connection.connection.dbapi_connection
+        assert prepared.first(dbapi, {"trace": "prep-1"}) == ({"k": [1, "x"]}, "a")
+        assert prepared.first(dbapi, {"trace": "none"}) is None

@@ -176,6 +176,19 @@ class AccessEngine:
     def index(self) -> AccessIndex:
         with self._engine.connect() as connection:
             generations = read_generations(connection)
+        return self.index_at(generations)
+
+    def built_at(self, generations: tuple[int, int]) -> AccessIndex | None:
+        """The index if it is already built for these (directory, access) generations, read
+        by the caller in this request; else None (a rebuild is due, and may take a while)."""
+        # Generations first: a rebuild sets the index before them, so this never pairs new
+        # generations with the old index.
+        if generations != self._generations:
+            return None
+        return self._index
+
+    def index_at(self, generations: tuple[int, int]) -> AccessIndex:
+        """The index for the (directory, access) generations the caller read in this request."""
         if generations == self._generations:
             return self._index
         with self._lock:

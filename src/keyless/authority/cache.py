@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -29,6 +29,9 @@ from keyless.store.models import (
     SigningKey,
     Tenant,
 )
+
+if TYPE_CHECKING:
+    from keyless.authority.validation import TokenClaims
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class Snapshot:
     jwks: dict[str, dict[str, Any]] = field(default_factory=dict)
     keysets: dict[str, PyJWKSet] = field(default_factory=dict)
     clients: dict[tuple[str, str], ClientRecord | None] = field(default_factory=dict)
+    # Access tokens that passed `validate_access_token` against this snapshot, by (SHA-256 of
+    # the token, resource API name); see keyless.authority.validation.
+    validated: dict[tuple[bytes, str], TokenClaims] = field(default_factory=dict)
 
 
 class AuthorityCache:
@@ -111,6 +117,17 @@ class AuthorityCache:
         """The snapshot for the store as it is now; costs one indexed read when nothing moved."""
         with self._engine.connect() as connection:
             generation = read_generations(connection)[0]
+        return self.at(generation)
+
+    def built_at(self, generation: int) -> Snapshot | None:
+        """The snapshot if it is already built for this directory generation (read by the
+        caller in this request), else None: a caller that must not wait for a rebuild (an
+        event loop) asks this first."""
+        snapshot = self._snapshot
+        return snapshot if snapshot.generation == generation else None
+
+    def at(self, generation: int) -> Snapshot:
+        """The snapshot for a directory generation the caller read in this request."""
         snapshot = self._snapshot
         if snapshot.generation == generation:
             return snapshot

@@ -1,11 +1,18 @@
 """Checking Keyless access tokens inside the server (management API, later every service).
 
 Keys come from the same cached JWKS the authority publishes, so a check costs one signature
-verification and no store round trip beyond the generation read.
+verification and no store round trip beyond the generation read. A token that passed is
+remembered in the authority's snapshot (by its SHA-256, not the token itself), so a client that
+reuses its token, as every SDK does, costs a dictionary lookup and the time checks from then
+on. Everything else the check depends on (tenants, resource APIs and their audiences, the
+tenant's published keys) is in that snapshot, which is dropped whenever the directory
+generation moves (a key rotated or retired, a tenant or resource API changed): from then on the
+token is checked in full again, in every process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +23,8 @@ from keyless.authority.cache import Snapshot
 from keyless.authority.context import Authority
 
 LEEWAY_S = 60
+# Bounds the memory of remembered tokens per snapshot; when full it starts again.
+MAX_REMEMBERED = 10_000
 # Times, audience and issuer are checked here rather than by PyJWT, to say which one is wrong.
 SIGNATURE_ONLY: jwt.types.Options = {
     "verify_signature": True,
@@ -55,6 +64,23 @@ def validate_access_token(
     """
     if len(token) > 16 * 1024:
         raise InvalidToken("the bearer token is larger than 16 KiB", "too_large")
+    if snapshot is None:
+        snapshot = authority.cache.current()
+    key = (hashlib.sha256(token.encode()).digest(), resource_name)
+    known = snapshot.validated.get(key)
+    if known is not None:
+        _check_times(known.raw, time.time())
+        return known
+    claims = _validate(authority, token, resource_name, snapshot)
+    if len(snapshot.validated) >= MAX_REMEMBERED:
+        snapshot.validated.clear()
+    snapshot.validated[key] = claims
+    return claims
+
+
+def _validate(
+    authority: Authority, token: str, resource_name: str, snapshot: Snapshot
+) -> TokenClaims:
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -63,8 +89,6 @@ def validate_access_token(
     if not isinstance(unverified.get("tid"), str):
         raise InvalidToken("the bearer token has no tenant (tid) claim", "no_tenant")
     tenant_id = unverified["tid"]
-    if snapshot is None:
-        snapshot = authority.cache.current()
     if tenant_id not in snapshot.tenants:
         raise InvalidToken(
             "the bearer token names a tenant this server does not know", "unknown_tenant"
@@ -89,7 +113,6 @@ def validate_access_token(
             "the bearer token's signature does not verify with this tenant's keys",
             "bad_signature",
         ) from None
-    now = time.time()
     if claims.get("iss") != authority.issuer(tenant_id):
         raise InvalidToken("the bearer token was issued by another authority", "wrong_issuer")
     if claims.get("aud") != resource.audience:
@@ -98,12 +121,7 @@ def validate_access_token(
             f"request a token for {resource.audience}/.default",
             "wrong_audience",
         )
-    if not isinstance(claims.get("exp"), int) or claims["exp"] + LEEWAY_S < now:
-        raise InvalidToken(
-            "the bearer token has expired; sign in again (`keyless login`)", "expired"
-        )
-    if isinstance(claims.get("nbf"), int) and claims["nbf"] - LEEWAY_S > now:
-        raise InvalidToken("the bearer token is not valid yet", "not_yet_valid")
+    _check_times(claims, time.time())
     return TokenClaims(
         tenant_id=tenant_id,
         object_id=str(claims.get("oid", "")),
@@ -111,3 +129,13 @@ def validate_access_token(
         idtyp=str(claims.get("idtyp", "")),
         raw=claims,
     )
+
+
+def _check_times(claims: dict[str, Any], now: float) -> None:
+    """Checked on every use, remembered token or not: a token expires while it is reused."""
+    if not isinstance(claims.get("exp"), int) or claims["exp"] + LEEWAY_S < now:
+        raise InvalidToken(
+            "the bearer token has expired; sign in again (`keyless login`)", "expired"
+        )
+    if isinstance(claims.get("nbf"), int) and claims["nbf"] - LEEWAY_S > now:
+        raise InvalidToken("the bearer token is not valid yet", "not_yet_valid")

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from keyless.store.models import AuditEvent
 
 _INSERT = insert(AuditEvent)
+# What `AuditRecord.row` gives (the id is the store's).
+AUDIT_COLUMNS = ("at", "tenant_id", "actor", "action", "target", "result", "details", "trace_id")
 
 
 @dataclass

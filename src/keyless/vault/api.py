@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keyless.access.engine import AccessEngine
+from keyless.access.engine import AccessEngine, Decision
 from keyless.authority.context import Authority
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.server.body import BodyTooLarge, read_limited
@@ -29,7 +30,8 @@ from keyless.store.grant_log import GrantLogError
 from keyless.store.models import Vault
 from keyless.vault.crypto import VaultKeys
 from keyless.vault.domain import VaultDomain
-from keyless.vault.operations import Context, Operation, VaultError
+from keyless.vault.operations import GET_SECRET, Context, Operation, VaultError
+from keyless.vault.reads import Lookup, Lookups, ReadRefused, VaultRecord, secret_bundle
 from keyless.vault.routes import resolve
 
 API_VERSIONS = frozenset(
@@ -54,11 +56,25 @@ def kv_error(
 
 
 class VaultService:
+    """Answers vault requests. Each one reads the store once up front (`reads.Lookups`: the
+    generations, the vault, and for a secret read the secret's version), then checks the token
+    and the caller's data action against caches kept at those generations.
+
+    A secret read, the call every app makes, runs on the event loop when the store is the
+    embedded SQLite (an in-process read of microseconds) and the caches are current: the token
+    remembered in the authority's snapshot, the access index built. A rebuild of either, or a
+    store across the network, runs on a thread instead. The read's audit record goes through
+    the grant log's group commit, awaited without holding a thread; the value is answered only
+    once the record is committed.
+    """
+
     def __init__(self, authority: Authority, access: AccessEngine, domain: VaultDomain) -> None:
         self.authority = authority
         self.access = access
         self.domain = domain
         self.keys = VaultKeys(authority.master)
+        self.lookups = Lookups(authority.engine)
+        self._inline = authority.engine.dialect.name == "sqlite"
 
     def challenge(self, tenant_id: str) -> dict[str, str]:
         return {
@@ -68,26 +84,34 @@ class VaultService:
             )
         }
 
-    def _vault(self, name: str) -> Vault | None:
-        with Session(self.authority.engine) as session:
-            vault = session.get(Vault, name)
-            if vault is not None:
-                session.expunge(vault)
-            return vault
-
     async def handle(self, request: Request, vault_name: str) -> Response:
         trace_id = str(uuid.uuid4())
-        vault = await run_in_threadpool(self._vault, vault_name)
-        if vault is None:
+        try:
+            op: Operation | None = resolve(
+                request.method, request.scope["path"], request.query_params
+            )
+            refused: VaultError | None = None
+        except VaultError as exc:
+            op, refused = None, exc
+        reads = op is not None and op.action == GET_SECRET
+        secret = op.secret if reads and op else None
+        version = op.version if reads and op else None
+        if self._inline:
+            found = self.lookups.on_loop(vault_name, secret, version)
+        else:
+            found = await run_in_threadpool(self.lookups.on_thread, vault_name, secret, version)
+        if found is None:
             return kv_error(
                 404,
                 "VaultNotFound",
                 f"no vault named {vault_name[:24]!r} on this server; create it with "
                 "`keyless vault create` (or PUT .../providers/Keyless.Vault/vaults/NAME)",
             )
+        vault = found.vault
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             return kv_error(
                 401,
                 "Unauthorized",
@@ -95,35 +119,128 @@ class VaultService:
                 f"{self.domain.audience}/.default from the authority in WWW-Authenticate",
                 headers=self.challenge(vault.tenant_id),
             )
-        version = request.query_params.get("api-version")
-        if version not in API_VERSIONS:
+        api_version = request.query_params.get("api-version")
+        if api_version not in API_VERSIONS:
             return kv_error(
                 400,
                 "BadParameter",
-                f"the api-version {str(version)[:20]!r} is not supported; use one of "
+                f"the api-version {str(api_version)[:20]!r} is not supported; use one of "
                 f"{', '.join(sorted(API_VERSIONS))}",
             )
+        if refused is not None or op is None:
+            assert refused is not None
+            return kv_error(refused.status, refused.code, refused.message, refused.inner)
+        # None: a cache to rebuild first, which is not done on the event loop.
+        authorized = self._authorize(found, token, op, trace_id, True) if self._inline else None
+        if authorized is None:
+            authorized = await run_in_threadpool(self._authorize, found, token, op, trace_id, False)
+        assert authorized is not None
+        if isinstance(authorized, Denied):
+            return await self._answer_after_audit(authorized.record, authorized.response)
+        claims, decision = authorized
+        # The body is read only for an authorized caller: a restore's may be megabytes.
         try:
-            op = resolve(request.method, request.url.path, request.query_params)
             raw = await read_limited(request, op.max_body) if op.writes else b""
-        except VaultError as exc:
-            return kv_error(exc.status, exc.code, exc.message, exc.inner)
         except BodyTooLarge as exc:
             return kv_error(413, "RequestEntityTooLarge", str(exc))
-        return await run_in_threadpool(self._run, vault, token.strip(), op, raw, trace_id)
+        if reads:
+            record, response = self._read(found, claims, op, trace_id, decision)
+            return await self._answer_after_audit(record, response)
+        return await run_in_threadpool(self._run, vault, claims, decision, op, raw, trace_id)
 
-    def _audit(
+    async def _answer_after_audit(self, record: audit.AuditRecord, response: Response) -> Response:
+        """The response once its audit record is committed (group commit, no thread held)."""
+        try:
+            await self.authority.grant_log.record_async(record)
+        except GrantLogError:
+            return kv_error(
+                503,
+                "ServiceUnavailable",
+                "the access could not be recorded in the audit log; try again",
+            )
+        return response
+
+    def _authorize(
+        self, found: Lookup, token: str, op: Operation, trace_id: str, inline: bool
+    ) -> tuple[TokenClaims, Decision] | Denied | None:
+        """The token's claims and the access decision, or the refusal to audit and answer.
+        With `inline`, None when a cache must be rebuilt first (the caller moves to a thread)."""
+        directory, _ = found.generations
+        if inline:
+            snapshot = self.authority.cache.built_at(directory)
+            index = self.access.built_at(found.generations)
+            if snapshot is None or index is None:
+                return None
+        else:
+            snapshot = self.authority.cache.at(directory)
+            index = self.access.index_at(found.generations)
+        vault = found.vault
+        try:
+            claims = validate_access_token(self.authority, token, "vault", snapshot)
+        except InvalidToken as exc:
+            return Denied(
+                self._record(None, vault, op, "denied", trace_id, {"reason": exc.code}),
+                kv_error(401, "Unauthorized", str(exc), headers=self.challenge(vault.tenant_id)),
+            )
+        if claims.tenant_id != vault.tenant_id:
+            return Denied(
+                self._record(claims, vault, op, "denied", trace_id, {"reason": "wrong_tenant"}),
+                kv_error(
+                    401,
+                    "Unauthorized",
+                    "AKV10032: the token is from another tenant than this vault's; get a token "
+                    "from the authority in WWW-Authenticate",
+                    headers=self.challenge(vault.tenant_id),
+                ),
+            )
+        scope = vault.resource_id + (f"/secrets/{op.secret}" if op.secret else "")
+        decision = index.check(claims.object_id, op.action, scope, data=True)
+        if not decision.allowed:
+            return Denied(
+                self._record(claims, vault, op, "denied", trace_id, {"reason": decision.reason}),
+                kv_error(
+                    403,
+                    "Forbidden",
+                    f"the caller {claims.object_id} is not authorized to perform data action "
+                    f"{op.action} over scope {scope}; ask an Owner or User Access Administrator "
+                    "for a role that includes it (Vault Secrets User reads, Vault Secrets "
+                    "Officer writes, Vault Administrator purges)",
+                    "ForbiddenByRbac",
+                ),
+            )
+        return claims, decision
+
+    def _read(
+        self, found: Lookup, claims: TokenClaims, op: Operation, trace_id: str, decision: Decision
+    ) -> tuple[audit.AuditRecord, Response]:
+        """A granted secret read: the answer and its audit record (succeeded or failed)."""
+        vault = found.vault
+        try:
+            bundle = secret_bundle(
+                self.domain.vault_url(vault.name), found, op.secret or "", op.version, self.keys
+            )
+        except ReadRefused as exc:
+            return (
+                self._record(claims, vault, op, f"failed:{exc.inner or exc.code}", trace_id, {}),
+                kv_error(exc.status, exc.code, exc.message, exc.inner),
+            )
+        granted = {"grantedBy": decision.reason}
+        return (
+            self._record(claims, vault, op, "succeeded", trace_id, granted),
+            JSONResponse(bundle, headers={"Cache-Control": "no-store"}),
+        )
+
+    def _record(
         self,
         claims: TokenClaims | None,
-        vault: Vault,
+        vault: VaultRecord,
         op: Operation,
         result: str,
         trace_id: str,
         details: dict[str, Any],
-        session: Session | None = None,
-    ) -> None:
+    ) -> audit.AuditRecord:
         target = vault.resource_id + (f"/secrets/{op.secret}" if op.secret else "")
-        record = audit.AuditRecord(
+        return audit.AuditRecord(
             actor=claims.object_id if claims else "unknown",
             action=op.action,
             target=target + (f"/{op.version}" if op.version else ""),
@@ -132,39 +249,33 @@ class VaultService:
             tenant_id=vault.tenant_id,
             details={"appId": claims.app_id if claims else "", **details},
         )
+
+    def _audit(
+        self,
+        claims: TokenClaims | None,
+        vault: VaultRecord,
+        op: Operation,
+        result: str,
+        trace_id: str,
+        details: dict[str, Any],
+        session: Session | None = None,
+    ) -> None:
+        record = self._record(claims, vault, op, result, trace_id, details)
         if session is not None:
             audit.write(session.connection(), record)
         else:
             self.authority.grant_log.record(record)
 
-    def _run(self, vault: Vault, token: str, op: Operation, raw: bytes, trace_id: str) -> Response:
-        try:
-            claims = validate_access_token(self.authority, token, "vault")
-        except InvalidToken as exc:
-            self._audit(None, vault, op, "denied", trace_id, {"reason": exc.code})
-            return kv_error(401, "Unauthorized", str(exc), headers=self.challenge(vault.tenant_id))
-        if claims.tenant_id != vault.tenant_id:
-            self._audit(claims, vault, op, "denied", trace_id, {"reason": "wrong_tenant"})
-            return kv_error(
-                401,
-                "Unauthorized",
-                "AKV10032: the token is from another tenant than this vault's; get a token "
-                "from the authority in WWW-Authenticate",
-                headers=self.challenge(vault.tenant_id),
-            )
-        scope = vault.resource_id + (f"/secrets/{op.secret}" if op.secret else "")
-        decision = self.access.check(claims.object_id, op.action, scope, data=True)
-        if not decision.allowed:
-            self._audit(claims, vault, op, "denied", trace_id, {"reason": decision.reason})
-            return kv_error(
-                403,
-                "Forbidden",
-                f"the caller {claims.object_id} is not authorized to perform data action "
-                f"{op.action} over scope {scope}; ask an Owner or User Access Administrator for "
-                "a role that includes it (Vault Secrets User reads, Vault Secrets Officer "
-                "writes, Vault Administrator purges)",
-                "ForbiddenByRbac",
-            )
+    def _run(
+        self,
+        vault: VaultRecord,
+        claims: TokenClaims,
+        decision: Decision,
+        op: Operation,
+        raw: bytes,
+        trace_id: str,
+    ) -> Response:
+        """Every operation but a secret read, authorized, on a thread."""
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -176,7 +287,14 @@ class VaultService:
         granted = {"grantedBy": decision.reason}
         try:
             with Session(self.authority.engine) as session, session.begin():
-                attached = session.merge(vault, load=False)
+                attached = session.get(Vault, vault.name)
+                if attached is None or attached.tenant_id != vault.tenant_id:
+                    raise VaultError(
+                        404,
+                        "VaultNotFound",
+                        f"vault {vault.name} was deleted while this request ran; create it "
+                        "again with `keyless vault create` if it is still needed",
+                    )
                 ctx = Context(session, attached, base, op, body, self.keys, claims)
                 result = op.run(ctx)
                 if op.writes:
@@ -196,6 +314,14 @@ class VaultService:
         if result is None:
             return Response(status_code=204)
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+@dataclass(frozen=True)
+class Denied:
+    """A refused request: its audit record, and the answer once that is committed."""
+
+    record: audit.AuditRecord
+    response: Response
 
 
 class VaultHosts:

@@ -83,6 +83,10 @@ class VaultKeys:
     def for_read(self, vault: Vault) -> AESGCM | None:
         return None if vault.sealed_key is None else self._open(vault.name, vault.sealed_key)
 
+    def for_sealed(self, vault_name: str, sealed_key: bytes | None) -> AESGCM | None:
+        """`for_read` from the vault's name and sealed key, as a store lookup returns them."""
+        return None if sealed_key is None else self._open(vault_name, sealed_key)
+
 
 def seal_value(aead: AESGCM, value: str, vault_name: str, name_key: str, version: str) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
