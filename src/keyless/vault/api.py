@@ -30,8 +30,9 @@ from keyless.store.grant_log import GrantLogError
 from keyless.store.models import Vault
 from keyless.vault.crypto import VaultKeys
 from keyless.vault.domain import VaultDomain
-from keyless.vault.operations import GET_SECRET, Context, Operation, VaultError
-from keyless.vault.reads import Lookup, Lookups, ReadRefused, VaultRecord, secret_bundle
+from keyless.vault.errors import VaultError
+from keyless.vault.operations import GET_SECRET, Context, Operation
+from keyless.vault.reads import Lookup, Lookups, VaultRecord, secret_bundle
 from keyless.vault.routes import resolve
 
 API_VERSIONS = frozenset(
@@ -219,7 +220,7 @@ class VaultService:
             bundle = secret_bundle(
                 self.domain.vault_url(vault.name), found, op.secret or "", op.version, self.keys
             )
-        except ReadRefused as exc:
+        except VaultError as exc:
             return (
                 self._record(claims, vault, op, f"failed:{exc.inner or exc.code}", trace_id, {}),
                 kv_error(exc.status, exc.code, exc.message, exc.inner),

@@ -34,6 +34,7 @@ from keyless.authority.masterkey import MasterKey, MasterKeyError
 from keyless.store import audit
 from keyless.store.models import VaultSecret, VaultSecretVersion
 from keyless.vault.crypto import open_value, seal_value
+from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
     _SECRET_NAME,
     _VERSION,
@@ -41,7 +42,6 @@ from keyless.vault.operations import (
     MAX_VALUE_BYTES,
     RESTORE,
     Context,
-    VaultError,
     _bad,
     _bundle,
     _secret,

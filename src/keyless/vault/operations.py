@@ -22,6 +22,8 @@ from keyless.authority.validation import TokenClaims
 from keyless.store.models import Vault, VaultSecret, VaultSecretVersion
 from keyless.vault import paging
 from keyless.vault.crypto import VaultKeys, open_value, seal_value
+from keyless.vault.errors import VaultError
+from keyless.vault.reads import refuse_unservable
 
 ACTION = "Keyless.Vault/vaults/secrets/"
 GET_SECRET = ACTION + "getSecret/action"
@@ -40,14 +42,6 @@ MAX_TAGS = 15
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
 RECOVERY_LEVEL = "Recoverable+Purgeable"
-
-
-class VaultError(Exception):
-    """A Key Vault-shaped error: `{"error": {"code", "message", "innererror"?}}`."""
-
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.inner = status, code, message, inner
 
 
 def _bad(message: str) -> VaultError:
@@ -270,29 +264,7 @@ def set_secret(ctx: Context) -> Any:
 def get_secret(ctx: Context) -> Any:
     secret = _secret(ctx, ctx.op.secret or "")
     row = _version(ctx, secret, ctx.op.version)
-    now = time.time()
-    if not row.enabled:
-        raise VaultError(
-            403,
-            "Forbidden",
-            f"operation get is not allowed on a disabled secret ({secret.name}); enable it "
-            "with an update of attributes.enabled",
-            "SecretDisabled",
-        )
-    if row.expires is not None and row.expires <= now:
-        raise VaultError(
-            403,
-            "Forbidden",
-            f"secret {secret.name} expired; set a new version or extend attributes.exp",
-            "SecretExpired",
-        )
-    if row.not_before is not None and row.not_before > now:
-        raise VaultError(
-            403,
-            "Forbidden",
-            f"secret {secret.name} is not valid yet (attributes.nbf is in the future)",
-            "SecretNotYetValid",
-        )
+    refuse_unservable(secret.name, row.enabled, row.expires, row.not_before, time.time())
     aead = ctx.keys.for_read(ctx.vault)
     if aead is None:
         raise _not_found(secret.name, ctx.op.version)

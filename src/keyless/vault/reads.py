@@ -24,6 +24,7 @@ from keyless.store.generation import ACCESS_GENERATION, GENERATION
 from keyless.store.models import StoreState, Vault, VaultSecret, VaultSecretVersion
 from keyless.store.prepared import PreparedSelect
 from keyless.vault.crypto import VaultKeys, open_value
+from keyless.vault.errors import VaultError
 
 _VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
 RECOVERY_LEVEL = "Recoverable+Purgeable"
@@ -105,14 +106,6 @@ class Lookup:
     secret: VersionRecord | None  # None: no such secret or version (or none was asked for)
 
 
-class ReadRefused(Exception):
-    """The secret cannot be served: status, Key Vault error code, message, inner code."""
-
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.inner = status, code, message, inner
-
-
 class Lookups:
     """Runs the lookup. `on_loop` is for the event loop thread only, on the embedded SQLite
     store: it keeps one connection for itself (each statement is its own read, so it never
@@ -163,17 +156,46 @@ class Lookups:
         return Lookup((int(directory), int(access)), record, found)
 
 
-def _not_found(name: str, version: str | None) -> ReadRefused:
+def _not_found(name: str, version: str | None) -> VaultError:
     what = f"{name}/{version}" if version else name
-    return ReadRefused(
+    return VaultError(
         404, "SecretNotFound", f"a secret with (name/id) {what} was not found in this key vault"
     )
+
+
+def refuse_unservable(
+    name: str, enabled: bool, expires: float | None, not_before: float | None, now: float
+) -> None:
+    """Raises the Key Vault error for a version that may not be served: disabled, expired, or
+    not valid yet."""
+    if not enabled:
+        raise VaultError(
+            403,
+            "Forbidden",
+            f"operation get is not allowed on a disabled secret ({name}); enable it "
+            "with an update of attributes.enabled",
+            "SecretDisabled",
+        )
+    if expires is not None and expires <= now:
+        raise VaultError(
+            403,
+            "Forbidden",
+            f"secret {name} expired; set a new version or extend attributes.exp",
+            "SecretExpired",
+        )
+    if not_before is not None and not_before > now:
+        raise VaultError(
+            403,
+            "Forbidden",
+            f"secret {name} is not valid yet (attributes.nbf is in the future)",
+            "SecretNotYetValid",
+        )
 
 
 def secret_bundle(
     base: str, found: Lookup, name: str, version: str | None, keys: VaultKeys
 ) -> dict[str, Any]:
-    """The answer to `GET /secrets/{name}[/{version}]` with the value, or ReadRefused."""
+    """The answer to `GET /secrets/{name}[/{version}]` with the value, or VaultError."""
     row = found.secret
     now = time.time()
     if (
@@ -182,28 +204,7 @@ def secret_bundle(
         or (row.purge_at is not None and row.purge_at <= now)
     ):
         raise _not_found(name, version)
-    if not row.enabled:
-        raise ReadRefused(
-            403,
-            "Forbidden",
-            f"operation get is not allowed on a disabled secret ({row.name}); enable it "
-            "with an update of attributes.enabled",
-            "SecretDisabled",
-        )
-    if row.expires is not None and row.expires <= now:
-        raise ReadRefused(
-            403,
-            "Forbidden",
-            f"secret {row.name} expired; set a new version or extend attributes.exp",
-            "SecretExpired",
-        )
-    if row.not_before is not None and row.not_before > now:
-        raise ReadRefused(
-            403,
-            "Forbidden",
-            f"secret {row.name} is not valid yet (attributes.nbf is in the future)",
-            "SecretNotYetValid",
-        )
+    refuse_unservable(row.name, row.enabled, row.expires, row.not_before, now)
     vault = found.vault
     aead = keys.for_sealed(vault.name, vault.sealed_key)
     if aead is None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from keyless.vault.backup import MAX_RESTORE_BODY, backup_secret, restore_secret
+from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
     _NO_QUERY,
     BACKUP,
@@ -18,7 +19,6 @@ from keyless.vault.operations import (
     SET_SECRET,
     UPDATE,
     Operation,
-    VaultError,
     _secret_name,
     delete_secret,
     get_deleted,
