@@ -11,6 +11,8 @@ Without KEYLESS_BENCH_EXPERIMENT it does nothing. Nothing here is production cod
                 awaited it on the event loop), holding its thread meanwhile.
   one_write     send each response's head and body in one write (one TLS record, one send)
                 instead of uvicorn's two: what the second write costs.
+  issuing_threads  KEYLESS_BENCH_ISSUING_THREADS (default 4) threads per worker issue
+                client credentials tokens instead of one.
   generation_ttl  re-read the directory generation at most every KEYLESS_BENCH_GENERATION_TTL_MS
                 (default 250) per process instead of on every request. This changes a
                 guarantee (a removed credential would work for up to that long in other
@@ -61,7 +63,7 @@ def _inline() -> None:
             return done
 
     here = _Here()
-    TokenRoute._executor = lambda self: here  # type: ignore[method-assign,assignment,return-value]
+    TokenRoute._executors = lambda self: (here, here)  # type: ignore[method-assign,assignment,return-value]
 
 
 def _commit_in_thread() -> None:
@@ -137,8 +139,27 @@ def _one_write() -> None:
     RequestResponseCycle.send = send  # type: ignore[method-assign]
 
 
+def _issuing_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keyless.authority.token_route import TokenRoute
+
+    count = int(os.environ.get("KEYLESS_BENCH_ISSUING_THREADS", "4"))
+    original = TokenRoute._executors
+
+    def executors(self: TokenRoute) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        if self._threads is None:
+            original(self)
+            assert self._threads is not None
+            self._threads = (ThreadPoolExecutor(count), self._threads[1])
+        return self._threads
+
+    TokenRoute._executors = executors  # type: ignore[method-assign]
+
+
 if _EXPERIMENTS:
     known = {
+        "issuing_threads": _issuing_threads,
         "one_write": _one_write,
         "commit_in_thread": _commit_in_thread,
         "inline": _inline,

@@ -2,9 +2,15 @@
 
 The token endpoint is the one route every client calls all the time, so it skips Starlette's
 request and response objects (the route still sits in the router, behind the same middleware).
-It reads the few headers it needs from the scope, answers with prebuilt headers, and hands the
-decision to a few threads of its own: issuing is store reads and an RSA signature (which
-releases the GIL), and the event loop must never wait for either.
+It reads the few headers it needs from the scope and answers with prebuilt headers.
+
+Deciding a request is store reads and an RSA signature (which releases the GIL), so it runs
+off the event loop. A client credentials grant runs on one issuing thread per process: under
+load that thread is always busy and takes the next request without being woken, where with
+several threads nearly every request paid a thread wake-up (a futex and, on a VM, an
+inter-processor interrupt) and the threads fought over the GIL. What may wait (a federated
+issuer's keys fetched over HTTPS, the developer sign-in grants that write in their own
+transactions) runs on a few other threads, so it never holds up the issuing thread.
 """
 
 from __future__ import annotations
@@ -19,8 +25,15 @@ from starlette.types import Receive, Scope, Send
 
 from keyless.authority import errors
 from keyless.authority.errors import OAuthError, invalid_request
+from keyless.authority.federation import FetchNeeded
 from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
-from keyless.authority.token_endpoint import TokenEndpoint, TokenRequest, parse_basic_auth
+from keyless.authority.sessions import USER_GRANTS
+from keyless.authority.token_endpoint import (
+    PendingGrant,
+    TokenEndpoint,
+    TokenRequest,
+    parse_basic_auth,
+)
 from keyless.server.body import BodyTooLarge, receive_limited
 from keyless.store.grant_log import wait_for_commit_async
 
@@ -51,19 +64,34 @@ async def send_json(
 class TokenRoute:
     """The ASGI app of the token route; one per server process."""
 
-    # Issuing is CPU work under the GIL except for the signature: with many threads, requests
-    # beyond the cores only fight over the GIL and the event loop thread that serves TLS. A
-    # few threads keep the cores busy; waiting requests queue in the event loop for free.
-    THREADS = 4
+    # Threads for requests that may wait on the network or on a write; fetches of one issuer
+    # are serialised by IssuerKeys, so a few threads let other issuers' requests through.
+    WAITING_THREADS = 4
 
     def __init__(self, endpoint: TokenEndpoint) -> None:
         self._endpoint = endpoint
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:  # made in the worker process that serves (workers spawn)
-            self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="keyless-issue")
+    def _executors(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """(the issuing thread, the threads that may wait), made in the worker process that
+        serves (uvicorn's workers are spawned)."""
+        if self._threads is None:
+            self._threads = (
+                ThreadPoolExecutor(1, thread_name_prefix="keyless-issue"),
+                ThreadPoolExecutor(self.WAITING_THREADS, thread_name_prefix="keyless-issue-wait"),
+            )
         return self._threads
+
+    async def _decide(self, request: TokenRequest) -> PendingGrant:
+        loop = asyncio.get_running_loop()
+        issuing, waiting = self._executors()
+        decide = self._endpoint.decide
+        if request.form.get("grant_type") not in USER_GRANTS:
+            try:
+                return await loop.run_in_executor(issuing, decide, request, False)
+            except FetchNeeded:
+                pass  # nothing was decided or recorded: decide again where it may wait
+        return await loop.run_in_executor(waiting, decide, request, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = str(uuid.uuid4())
@@ -78,8 +106,6 @@ class TokenRoute:
                 length = value
             elif name == b"authorization" and authorization is None:
                 authorization = value
-        loop = asyncio.get_running_loop()
-        executor = self._executor()
         try:
             body = await receive_limited(receive, length, MAX_FORM_BODY)
         except BodyTooLarge as exc:
@@ -103,7 +129,7 @@ class TokenRoute:
             await self._refuse(send, tenant_id, trace_id, client_ip, exc)
             return
         try:
-            pending = await loop.run_in_executor(executor, self._endpoint.decide, request)
+            pending = await self._decide(request)
             # The commit is awaited here, not on the issuing thread, which is free for the
             # next request meanwhile; that is what lets the writer batch many commits.
             result = self._endpoint.conclude(
@@ -129,6 +155,6 @@ class TokenRoute:
     ) -> None:
         """Every token request is audited, even one too malformed to say who sent it."""
         await asyncio.get_running_loop().run_in_executor(
-            self._executor(), self._endpoint.record_refusal, tenant_id, trace_id, client_ip, exc
+            self._executors()[1], self._endpoint.record_refusal, tenant_id, trace_id, client_ip, exc
         )
         await send_json(send, status or exc.status, exc.body(trace_id))
