@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -214,3 +216,48 @@ def test_bad_federated_credentials_are_refused(
         "orders",
     )
     assert all(f["name"] != "bad-one" for f in listed)
+
+
+def test_a_slow_issuer_holds_up_no_other_token_request(issuer: OidcIssuer, tmp_path: Path) -> None:
+    """Fetching a federated issuer's keys waits on the network: while one is held back at the
+    issuer, a client secret request to the same (single-worker) server still gets its token,
+    and the federated request gets its own once the issuer answers."""
+    data_dir = tmp_path / "data"
+    with running_server(data_dir, extra_args=["--federation-ca", str(issuer.ca_file)]) as fresh:
+        app = fresh.cli_json("ad", "sp", "create-for-rbac", "--name", "slow-fed", "--secret")
+        fresh.cli_json(
+            "ad", "app", "federated-credential", "create", "--id", app["appId"],
+            "--name", "slow", "--issuer", issuer.issuer, "--subject", SUBJECT,
+        )  # fmt: skip
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": app["appId"],
+            "scope": SCOPE,
+        }
+        federated = {
+            **form,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": issuer.issue(SUBJECT),
+        }
+        answers: list[httpx.Response] = []
+        issuer.held.clear()
+        issuer.gate.clear()
+        try:
+            with fresh.http() as http:
+                waiting = threading.Thread(
+                    target=lambda: answers.append(http.post(fresh.token_url(), data=federated))
+                )
+                waiting.start()
+                assert issuer.held.wait(60), "Keyless never asked the issuer for its keys"
+                with fresh.http() as other:
+                    meanwhile = other.post(
+                        fresh.token_url(), data={**form, "client_secret": app["password"]}
+                    )
+                assert meanwhile.status_code == 200, meanwhile.text
+                assert not answers, "the federated request was answered before its issuer was"
+                issuer.gate.set()
+                waiting.join(60)
+        finally:
+            issuer.gate.set()
+        assert len(answers) == 1 and answers[0].status_code == 200, answers
+        assert "access_token" in answers[0].json()

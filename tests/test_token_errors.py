@@ -194,6 +194,7 @@ def expect_error(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers.get("cache-control") == "no-store"
+    assert response.headers.get("pragma") == "no-cache"
     body = response.json()
     assert body["error"] == error, body
     for key in BODY_KEYS:
@@ -275,6 +276,9 @@ def expect_unattributed_audit(audit: AuditLog, body: dict[str, Any]) -> None:
 
 def expect_token(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers.get("cache-control") == "no-store"
+    assert response.headers.get("pragma") == "no-cache"
     body = response.json()
     assert body["token_type"] == "Bearer"
     assert isinstance(body["expires_in"], int) and body["expires_in"] > 0
@@ -1049,14 +1053,22 @@ def test_wrong_secret_via_basic(
     wrong = secrets.token_urlsafe(32)
     form = {"grant_type": "client_credentials", "scope": SCOPE}
     headers = {"Authorization": basic(secret_client.app_id, wrong)}
+    response = http.post(server.token_url(), data=form, headers=headers)
     body = expect_error(
-        http.post(server.token_url(), data=form, headers=headers),
-        401,
-        "invalid_client",
-        ("not valid",),
-        hidden=(wrong, secret_client.password),
+        response, 401, "invalid_client", ("not valid",), hidden=(wrong, secret_client.password)
     )
+    # RFC 6749 5.2: a failed Basic authentication is answered in its own scheme.
+    assert response.headers["www-authenticate"] == 'Basic realm="keyless"'
     expect_audit(audit, body, actor=secret_client.app_id, hidden=(wrong,))
+
+
+def test_wrong_secret_in_form_gets_no_basic_challenge(
+    server: KeylessServer, http: httpx.Client, secret_client: SecretClient
+) -> None:
+    wrong = secrets.token_urlsafe(32)
+    response = http.post(server.token_url(), data=secret_form(secret_client.app_id, wrong))
+    expect_error(response, 401, "invalid_client", ("not valid",), hidden=(wrong,))
+    assert "www-authenticate" not in response.headers
 
 
 BAD_AUTHORIZATION = {

@@ -25,6 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import jwt
 import pytest
 import uvicorn
@@ -41,6 +42,7 @@ from tests.support.server import free_port
 
 START_TIMEOUT_S = 10
 STOP_TIMEOUT_S = 10
+GATE_TIMEOUT_S = 60
 DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
 
 
@@ -158,6 +160,11 @@ class OidcIssuer:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.requests: list[str] = []  # paths served, to see when Keyless fetched
+        # While `gate` is clear, the discovery document is held back (a slow issuer); `held`
+        # is set once a fetch is waiting at the gate.
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = threading.Event()
 
     @property
     def kid(self) -> str:
@@ -215,6 +222,9 @@ class OidcIssuer:
     def _app(self) -> Starlette:
         async def openid_configuration(request: Request) -> JSONResponse:
             self.requests.append(request.url.path)
+            if not self.gate.is_set():
+                self.held.set()
+                await anyio.to_thread.run_sync(self.gate.wait, GATE_TIMEOUT_S)
             return JSONResponse(self.discovery())
 
         async def jwks(request: Request) -> JSONResponse:

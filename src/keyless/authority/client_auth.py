@@ -237,7 +237,10 @@ def check_federated_assertion(
     claims: dict[str, object],
     issuer_keys: IssuerKeys,
     now: float,
+    may_fetch: bool = True,
 ) -> Authenticated:
+    """Raises FetchNeeded (not an OAuthError) when the issuer's keys are not cached and
+    `may_fetch` is false: nothing was decided, the caller asks again where it may wait."""
     issuer, subject = claims.get("iss"), claims.get("sub")
     candidates = [f for f in client.federated if f.issuer == issuer and f.subject == subject]
     if not candidates:
@@ -265,7 +268,9 @@ def check_federated_assertion(
         )
     kid = header.get("kid")
     try:
-        keys = issuer_keys.keys_for(str(issuer), kid if isinstance(kid, str) else None)
+        keys = issuer_keys.keys_for(
+            str(issuer), kid if isinstance(kid, str) else None, may_fetch=may_fetch
+        )
     except FederationError as exc:
         raise invalid_client(
             f"could not get the signing keys of the federated issuer: {exc}",

@@ -29,6 +29,10 @@ class FederationError(Exception):
     """The issuer's keys could not be had; the message says which step failed and why."""
 
 
+class FetchNeeded(Exception):
+    """The issuer's keys must be fetched, and the caller asked not to wait on the network."""
+
+
 @dataclass
 class _Entry:
     keys: PyJWKSet
@@ -47,8 +51,9 @@ class IssuerKeys:
     def close(self) -> None:
         self._client.close()
 
-    def keys_for(self, issuer: str, kid: str | None) -> PyJWKSet:
-        """Keys of `issuer`, refetched when stale or when `kid` is not among them."""
+    def keys_for(self, issuer: str, kid: str | None, *, may_fetch: bool = True) -> PyJWKSet:
+        """Keys of `issuer`, refetched when stale or when `kid` is not among them; raises
+        FetchNeeded instead of fetching when `may_fetch` is false."""
         now = time.monotonic()
         entry = self._entries.get(issuer)
         if entry is not None:
@@ -56,6 +61,8 @@ class IssuerKeys:
             has_kid = kid is None or any(k.key_id == kid for k in entry.keys.keys)
             if fresh and (has_kid or now - entry.fetched_at < _REFETCH_AFTER_S):
                 return entry.keys
+        if not may_fetch:
+            raise FetchNeeded(issuer)
         with self._lock:
             entry = _Entry(self._fetch(issuer), time.monotonic())
             self._entries[issuer] = entry

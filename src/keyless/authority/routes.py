@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from typing import Any
 
-import anyio
-import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -18,15 +13,13 @@ from starlette.routing import Route
 from keyless.authority import errors
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError, invalid_request
+from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
 from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
-from keyless.authority.token_endpoint import TokenEndpoint, TokenRequest, parse_basic_auth
+from keyless.authority.token_endpoint import TokenEndpoint, parse_basic_auth
+from keyless.authority.token_route import TokenRoute
 from keyless.server.body import BodyTooLarge, read_limited
-from keyless.store.grant_log import wait_for_commit_async
 
-T = TypeVar("T")
-MAX_TOKEN_BODY = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _error(exc: OAuthError, trace_id: str, status: int | None = None) -> JSONResponse:
@@ -84,33 +77,6 @@ def discovery_document(authority: Authority, tenant_id: str) -> dict[str, Any]:
     }
 
 
-def _parse_form(body: bytes, content_type: str) -> dict[str, str]:
-    """An OAuth form body (RFC 6749 3.2), strictly: UTF-8, valid escapes, each field once."""
-    if content_type.split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise invalid_request(
-            "the token request must be form-encoded "
-            "(Content-Type: application/x-www-form-urlencoded)"
-        )
-    try:
-        if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as is
-            raise ValueError("invalid percent-encoding")
-        pairs = parse_qsl(
-            body.decode(),
-            keep_blank_values=True,
-            strict_parsing=bool(body),
-            max_num_fields=32,
-            errors="strict",  # "%ff" is not UTF-8: refuse it, do not replace it
-        )
-    except (ValueError, UnicodeDecodeError):
-        raise invalid_request("the form body is not valid URL-encoded UTF-8") from None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise invalid_request(f"the form field {key[:40]!r} appears more than once")
-        form[key] = value
-    return form
-
-
 _DEVICE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Keyless device sign-in</title></head>
 <body><h1>Approve a device sign-in</h1>
@@ -123,25 +89,7 @@ approve a code that someone else sent you.</p></body></html>
 """
 
 
-class _IssuingThreads:
-    """The threads a worker issues tokens on. Issuing is CPU work (an RSA signature) under
-    the GIL; with the default 40-thread pool, requests beyond the cores only fight over the GIL
-    and the event loop thread that serves TLS. A few threads keep the cores busy, and waiting
-    requests queue in the event loop where they cost nothing."""
-
-    THREADS = 4
-
-    def __init__(self) -> None:
-        self._limiter: anyio.CapacityLimiter | None = None
-
-    async def run(self, func: Callable[[TokenRequest], T], request: TokenRequest) -> T:
-        if self._limiter is None:  # made inside the running event loop, as anyio requires
-            self._limiter = anyio.CapacityLimiter(self.THREADS)
-        return await anyio.to_thread.run_sync(func, request, limiter=self._limiter)
-
-
 def build_routes(authority: Authority) -> list[Route]:
-    issuing = _IssuingThreads()
     endpoint = TokenEndpoint(authority)
     developer = DeveloperSignIn(authority)
 
@@ -180,50 +128,18 @@ def build_routes(authority: Authority) -> list[Route]:
         )
         return _error(exc, trace_id, status)
 
-    async def token(request: Request) -> Response:
-        trace_id = str(uuid.uuid4())
-        try:
-            body = await read_limited(request, MAX_TOKEN_BODY)
-        except BodyTooLarge as exc:
-            return await refuse(
-                request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
-            )
-        try:
-            form = _parse_form(body, request.headers.get("content-type", ""))
-            token_request = TokenRequest(
-                tenant_id=request.path_params["tenant"],
-                form=form,
-                basic_auth=parse_basic_auth(request.headers.get("authorization")),
-                trace_id=trace_id,
-                client_ip=request.client.host if request.client else "",
-            )
-        except OAuthError as exc:
-            return await refuse(request, exc, trace_id)
-        try:
-            pending = await issuing.run(endpoint.decide, token_request)
-            # The commit is awaited here, not on the issuing thread, which is free for the
-            # next request meanwhile; that is what lets the writer batch many commits.
-            result = endpoint.conclude(pending, await wait_for_commit_async(pending.committed))
-        except OAuthError as exc:
-            response = _error(exc, trace_id)
-            if exc.status == 401 and token_request.basic_auth is not None:
-                # RFC 6749 5.2: answer a failed Basic authentication in its own scheme.
-                response.headers["WWW-Authenticate"] = 'Basic realm="keyless"'
-            return response
-        return JSONResponse(result, headers=_NO_STORE)
-
     async def device_authorization(request: Request) -> Response:
         """RFC 8628 3.1: a device code for the Keyless CLI, to be approved by a signed-in user."""
         trace_id = str(uuid.uuid4())
         client_ip = request.client.host if request.client else ""
         try:
-            body = await read_limited(request, MAX_TOKEN_BODY)
+            body = await read_limited(request, MAX_FORM_BODY)
         except BodyTooLarge as exc:
             return await refuse(
                 request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
             )
         try:
-            form = _parse_form(body, request.headers.get("content-type", ""))
+            form = parse_form(body, request.headers.get("content-type", ""))
         except OAuthError as exc:
             return await refuse(request, exc, trace_id)
         try:
@@ -243,13 +159,13 @@ def build_routes(authority: Authority) -> list[Route]:
         trace_id = str(uuid.uuid4())
         client_ip = request.client.host if request.client else ""
         try:
-            body = await read_limited(request, MAX_TOKEN_BODY)
+            body = await read_limited(request, MAX_FORM_BODY)
         except BodyTooLarge as exc:
             return await refuse(
                 request, invalid_request(str(exc), errors.BODY_TOO_LARGE), trace_id, 413
             )
         try:
-            form = _parse_form(body, request.headers.get("content-type", ""))
+            form = parse_form(body, request.headers.get("content-type", ""))
             basic = parse_basic_auth(request.headers.get("authorization"))
         except OAuthError as exc:
             return await refuse(request, exc, trace_id)
@@ -269,7 +185,8 @@ def build_routes(authority: Authority) -> list[Route]:
         Route("/{tenant}/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/discovery/v2.0/keys", jwks),
         # Clients authenticate in the body; that is the token endpoint's whole job.
-        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+        # A plain ASGI endpoint: the route every client calls, kept light (token_route.py).
+        Route("/{tenant}/oauth2/v2.0/token", TokenRoute(endpoint), methods=["POST"], name="token"),
         # Developer sign-in: public clients, as RFC 8628 and RFC 7009 define them.
         Route("/{tenant}/oauth2/v2.0/devicecode", device_authorization, methods=["POST"]),
         Route("/{tenant}/oauth2/v2.0/revoke", revoke, methods=["POST"]),

@@ -110,6 +110,7 @@ def _authenticate(
     request: TokenRequest,
     secret: str | None,
     now: float,
+    may_fetch: bool,
 ) -> Authenticated:
     assertion = _field(request.form, "client_assertion")
     assertion_type = request.form.get("client_assertion_type")
@@ -136,7 +137,7 @@ def _authenticate(
                 client, parsed, authority.assertion_audiences(request.tenant_id), now
             )
         return check_federated_assertion(
-            client, assertion, header, claims, authority.issuer_keys, now
+            client, assertion, header, claims, authority.issuer_keys, now, may_fetch
         )
     if secret is not None:
         if client is None:
@@ -201,8 +202,11 @@ class TokenEndpoint:
         self._authority = authority
         self._users = DeveloperSignIn(authority)
 
-    def decide(self, request: TokenRequest) -> PendingGrant:
-        """Everything but waiting for the store: authenticate, mint, and queue the records."""
+    def decide(self, request: TokenRequest, may_fetch: bool = True) -> PendingGrant:
+        """Everything but waiting for the store: authenticate, mint, and queue the records.
+
+        With `may_fetch` false it never waits on the network: a federated assertion whose
+        issuer's keys are not cached raises FetchNeeded before anything is recorded."""
         now = time.time()
         client_id = "unknown"
         audience = ""
@@ -236,7 +240,9 @@ class TokenEndpoint:
             resource = _resolve_scope(resources, request.form.get("scope"))
             audience = resource.audience
             client = self._authority.cache.client(snapshot, tenant.id, client_id)
-            authenticated = _authenticate(self._authority, client, client_id, request, secret, now)
+            authenticated = _authenticate(
+                self._authority, client, client_id, request, secret, now, may_fetch
+            )
             issued = self._mint(snapshot, tenant, authenticated, resource, now)
         except OAuthError as exc:
             committed = self._audit(request, client_id, grant, audience, exc.error, now, exc.code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 
 class BodyTooLarge(Exception):
@@ -21,3 +22,21 @@ async def read_limited(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge(limit)
     return bytes(body)
+
+
+async def receive_limited(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """`read_limited` for a raw ASGI endpoint: the body from `receive`, given the request's
+    Content-Length header; None when the client went away before sending all of it."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # http.disconnect
+        chunk: bytes = message.get("body", b"")
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+        if not message.get("more_body", False):
+            return body
