@@ -19,7 +19,7 @@ from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
 from keyless.server.maintenance import run_once
 from keyless.store.engine import open_engine
-from keyless.vault.backup import open_backup, seal_backup
+from keyless.vault.backup import MAX_RESTORE_BODY, open_backup, seal_backup
 from tests.support.server import KeylessServer, running_server
 from tests.test_vault import (
     GROUP,
@@ -231,6 +231,28 @@ def test_backup_and_restore_need_their_data_actions(
         user.restore_secret_backup(blob)
     assert no_restore.value.status_code == 403
     assert "Keyless.Vault/vaults/secrets/restore/action" in str(no_restore.value.message)
+
+
+def test_a_restore_body_is_read_only_for_a_caller_who_may_restore(
+    server: KeylessServer, principals: dict[str, Principal]
+) -> None:
+    """A restore body may be megabytes: an anonymous or unauthorized caller is refused before
+    any of it is read, and an authorized one past the limit gets 413."""
+    vault = _new_vault(server, principals, "body-vault")
+    huge = b'{"value": "' + b"A" * (MAX_RESTORE_BODY + 1) + b'"}'
+    url = vault["properties"]["vaultUri"].rstrip("/") + "/secrets/restore?api-version=7.5"
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with httpx.Client(verify=context, timeout=60) as http:
+        anonymous = http.post(url, content=huge, headers={"Content-Type": "application/json"})
+    assert anonymous.status_code == 401
+    user = _client(server, vault, principals["Vault Secrets User"])
+    officer = _client(server, vault, principals["Vault Secrets Officer"])
+    refused = _raw(server, vault, user, "POST", url, content=huge)
+    assert refused.status_code == 403
+    assert "restore/action" in refused.json()["error"]["message"]
+    too_large = _raw(server, vault, officer, "POST", url, content=huge)
+    assert too_large.status_code == 413
+    assert too_large.json()["error"]["code"] == "RequestEntityTooLarge"
 
 
 # ----------------------------------------------------------------------------------- paging
