@@ -37,7 +37,6 @@ from keyless.vault.crypto import open_value, seal_value
 from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
     _SECRET_NAME,
-    _VERSION,
     MAX_TAGS,
     MAX_VALUE_BYTES,
     RESTORE,
@@ -46,6 +45,7 @@ from keyless.vault.operations import (
     _bundle,
     _secret,
 )
+from keyless.vault.reads import VERSION_ID as _VERSION
 
 MAGIC = b"KLVB"
 FORMAT = 1

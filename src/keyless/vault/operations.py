@@ -23,7 +23,9 @@ from keyless.store.models import Vault, VaultSecret, VaultSecretVersion
 from keyless.vault import paging
 from keyless.vault.crypto import VaultKeys, open_value, seal_value
 from keyless.vault.errors import VaultError
-from keyless.vault.reads import refuse_unservable
+from keyless.vault.reads import VERSION_ID as _VERSION
+from keyless.vault.reads import not_found as _not_found
+from keyless.vault.reads import refuse_unservable, secret_properties
 
 ACTION = "Keyless.Vault/vaults/secrets/"
 GET_SECRET = ACTION + "getSecret/action"
@@ -40,8 +42,6 @@ MAX_VALUE_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 MAX_BODY = 64 * 1024
 MAX_TAGS = 15
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
-RECOVERY_LEVEL = "Recoverable+Purgeable"
 
 
 def _bad(message: str) -> VaultError:
@@ -54,13 +54,6 @@ def _secret_name(name: str) -> str:
             f"the secret name {name[:60]!r} is not valid: use 1-127 letters, digits and hyphens"
         )
     return name
-
-
-def _not_found(name: str, version: str | None = None) -> VaultError:
-    what = f"{name}/{version}" if version else name
-    return VaultError(
-        404, "SecretNotFound", f"a secret with (name/id) {what} was not found in this key vault"
-    )
 
 
 # ------------------------------------------------------------------------------ operations
@@ -99,32 +92,10 @@ def _int_time(value: object, field: str) -> int | None:
     return int(value)
 
 
-def _attributes(ctx: Context, version: VaultSecretVersion) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "enabled": version.enabled,
-        "created": int(version.created_at),
-        "updated": int(version.updated_at),
-        "recoveryLevel": RECOVERY_LEVEL,
-        "recoverableDays": ctx.vault.retention_days,
-    }
-    if version.not_before is not None:
-        out["nbf"] = version.not_before
-    if version.expires is not None:
-        out["exp"] = version.expires
-    return out
-
-
 def _properties(
     ctx: Context, secret: VaultSecret, version: VaultSecretVersion, item_id: str
 ) -> Any:
-    out: dict[str, Any] = {
-        "id": item_id,
-        "attributes": _attributes(ctx, version),
-        "tags": version.tags or None,
-    }
-    if version.content_type is not None:
-        out["contentType"] = version.content_type
-    return out
+    return secret_properties(item_id, version, ctx.vault.retention_days)
 
 
 def _bundle(ctx: Context, secret: VaultSecret, version: VaultSecretVersion) -> Any:

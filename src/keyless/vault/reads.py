@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, func, select
 
@@ -26,7 +26,7 @@ from keyless.store.prepared import PreparedSelect
 from keyless.vault.crypto import VaultKeys, open_value
 from keyless.vault.errors import VaultError
 
-_VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
+VERSION_ID = re.compile(r"^[0-9A-Fa-f]{32}$")
 RECOVERY_LEVEL = "Recoverable+Purgeable"
 
 _V = Vault.__table__.c
@@ -138,7 +138,7 @@ class Lookups:
     def _run(
         self, dbapi_connection: Any, vault: str, secret: str | None, version: str | None
     ) -> Lookup | None:
-        if version is not None and not _VERSION.match(version):
+        if version is not None and not VERSION_ID.match(version):
             secret = None  # not a version this store can hold: answered as not found
         params = {
             "vault": vault,
@@ -156,7 +156,7 @@ class Lookups:
         return Lookup((int(directory), int(access)), record, found)
 
 
-def _not_found(name: str, version: str | None) -> VaultError:
+def not_found(name: str, version: str | None = None) -> VaultError:
     what = f"{name}/{version}" if version else name
     return VaultError(
         404, "SecretNotFound", f"a secret with (name/id) {what} was not found in this key vault"
@@ -192,6 +192,44 @@ def refuse_unservable(
         )
 
 
+class VersionAttributes(Protocol):
+    """What a version's answer is made of: a store row or a read's `VersionRecord`."""
+
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def not_before(self) -> int | None: ...
+    @property
+    def expires(self) -> int | None: ...
+    @property
+    def tags(self) -> dict[str, Any] | None: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def updated_at(self) -> float: ...
+
+
+def secret_properties(item_id: str, row: VersionAttributes, retention_days: int) -> dict[str, Any]:
+    """A version's `id`, `attributes`, `tags` and `contentType`, as Key Vault answers them."""
+    attributes: dict[str, Any] = {
+        "enabled": row.enabled,
+        "created": int(row.created_at),
+        "updated": int(row.updated_at),
+        "recoveryLevel": RECOVERY_LEVEL,
+        "recoverableDays": retention_days,
+    }
+    if row.not_before is not None:
+        attributes["nbf"] = row.not_before
+    if row.expires is not None:
+        attributes["exp"] = row.expires
+    out: dict[str, Any] = {"id": item_id, "attributes": attributes, "tags": row.tags or None}
+    if row.content_type is not None:
+        out["contentType"] = row.content_type
+    return out
+
+
 def secret_bundle(
     base: str, found: Lookup, name: str, version: str | None, keys: VaultKeys
 ) -> dict[str, Any]:
@@ -203,29 +241,12 @@ def secret_bundle(
         or row.deleted_at is not None
         or (row.purge_at is not None and row.purge_at <= now)
     ):
-        raise _not_found(name, version)
+        raise not_found(name, version)
     refuse_unservable(row.name, row.enabled, row.expires, row.not_before, now)
     vault = found.vault
     aead = keys.for_sealed(vault.name, vault.sealed_key)
     if aead is None:
-        raise _not_found(row.name, version)
-    attributes: dict[str, Any] = {
-        "enabled": row.enabled,
-        "created": int(row.created_at),
-        "updated": int(row.updated_at),
-        "recoveryLevel": RECOVERY_LEVEL,
-        "recoverableDays": vault.retention_days,
-    }
-    if row.not_before is not None:
-        attributes["nbf"] = row.not_before
-    if row.expires is not None:
-        attributes["exp"] = row.expires
-    out: dict[str, Any] = {
-        "id": f"{base}/secrets/{row.name}/{row.version}",
-        "attributes": attributes,
-        "tags": row.tags or None,
-    }
-    if row.content_type is not None:
-        out["contentType"] = row.content_type
+        raise not_found(row.name, version)
+    out = secret_properties(f"{base}/secrets/{row.name}/{row.version}", row, vault.retention_days)
     out["value"] = open_value(aead, row.sealed_value, vault.name, row.name_key, row.version)
     return out
