@@ -6,7 +6,6 @@ index follows on its next request.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any
@@ -27,6 +26,7 @@ from keyless.store.models import (
     Subscription,
     User,
 )
+from keyless.vault.domain import SECRET_NAME
 
 AUTHZ = "/providers/Keyless.Authorization"
 
@@ -80,7 +80,6 @@ def find_role(session: Session, tenant_id: str, ref: str) -> Role:
 
 # Data-plane objects that take role assignments though they are not resources.
 DATA_SCOPES = {"keyless.vault/vaults/secrets"}
-_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
 def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
@@ -99,7 +98,7 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
             # As in Azure, one secret can be a scope (least privilege: an app reads its own
             # secret, not the vault). Secrets are the vault's data, not resources: the vault
             # must exist, the name must be a secret name; the secret itself may come later.
-            if not _SECRET_NAME.match(scope.name):
+            if not SECRET_NAME.match(scope.name):
                 raise bad_request(
                     f"{scope.name[:100]!r} is not a secret name (1-127 letters, digits, hyphens)"
                 )

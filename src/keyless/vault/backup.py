@@ -34,9 +34,10 @@ from keyless.authority.masterkey import MasterKey, MasterKeyError
 from keyless.store import audit
 from keyless.store.models import VaultSecret, VaultSecretVersion
 from keyless.vault.crypto import open_value, seal_value
+from keyless.vault.domain import SECRET_NAME as _SECRET_NAME
+from keyless.vault.domain import VERSION as _VERSION
 from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
-    _SECRET_NAME,
     MAX_TAGS,
     MAX_VALUE_BYTES,
     RESTORE,
@@ -45,7 +46,6 @@ from keyless.vault.operations import (
     _bundle,
     _secret,
 )
-from keyless.vault.reads import VERSION_ID as _VERSION
 
 MAGIC = b"KLVB"
 FORMAT = 1

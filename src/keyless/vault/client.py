@@ -10,18 +10,17 @@ rules: keyless.vault.resource and keyless.vault.api). Imports nothing server-sid
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from keyless.vault.domain import SECRET_NAME as SECRET_NAME
+from keyless.vault.domain import VAULT_NAME as VAULT_NAME
+from keyless.vault.domain import VERSION as VERSION
 from keyless.vault.domain import VaultDomain
 
 API_VERSION = "7.5"
-VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
-SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 def vault_host(domain: VaultDomain, vault: str) -> str:

@@ -5,8 +5,14 @@ TLS setup can use it."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+# Key Vault's naming rules, for every module that checks a name before using it.
+VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ operation in one transaction.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,8 +21,9 @@ from keyless.authority.validation import TokenClaims
 from keyless.store.models import Vault, VaultSecret, VaultSecretVersion
 from keyless.vault import paging
 from keyless.vault.crypto import VaultKeys, open_value, seal_value
+from keyless.vault.domain import SECRET_NAME as _SECRET_NAME
+from keyless.vault.domain import VERSION as _VERSION
 from keyless.vault.errors import VaultError
-from keyless.vault.reads import VERSION_ID as _VERSION
 from keyless.vault.reads import not_found as _not_found
 from keyless.vault.reads import refuse_unservable, secret_properties
 
@@ -41,7 +41,6 @@ RESTORE = ACTION + "restore/action"
 MAX_VALUE_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 MAX_BODY = 64 * 1024
 MAX_TAGS = 15
-_SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
 def _bad(message: str) -> VaultError:

@@ -13,7 +13,6 @@ opened with the vault's key for this answer only and kept nowhere.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,9 +23,9 @@ from keyless.store.generation import ACCESS_GENERATION, GENERATION
 from keyless.store.models import StoreState, Vault, VaultSecret, VaultSecretVersion
 from keyless.store.prepared import PreparedSelect
 from keyless.vault.crypto import VaultKeys, open_value
+from keyless.vault.domain import VERSION
 from keyless.vault.errors import VaultError
 
-VERSION_ID = re.compile(r"^[0-9A-Fa-f]{32}$")
 RECOVERY_LEVEL = "Recoverable+Purgeable"
 
 _V = Vault.__table__.c
@@ -138,7 +137,7 @@ class Lookups:
     def _run(
         self, dbapi_connection: Any, vault: str, secret: str | None, version: str | None
     ) -> Lookup | None:
-        if version is not None and not VERSION_ID.match(version):
+        if version is not None and not VERSION.match(version):
             secret = None  # not a version this store can hold: answered as not found
         params = {
             "vault": vault,

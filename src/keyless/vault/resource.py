@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -11,17 +10,16 @@ from sqlalchemy.orm import Session
 from keyless.resources.manager import ResourceError
 from keyless.resources.types import Properties, PropertiesError, ResourceType, register
 from keyless.store.models import Resource, Vault
-from keyless.vault.domain import VaultDomain
+from keyless.vault.domain import VAULT_NAME, VaultDomain
 
 VAULT_TYPE = "Keyless.Vault/vaults"
 DEFAULT_RETENTION_DAYS = 90
 # Azure's rule: 3-24 characters, letters, digits and hyphens, starting with a letter, ending
 # with a letter or digit, no two hyphens in a row. The name is a DNS label of the vault's URL.
-_VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
 
 
 def check_vault_name(name: str) -> str:
-    if not _VAULT_NAME.match(name):
+    if not VAULT_NAME.match(name):
         raise ResourceError(
             400,
             "VaultNameNotValid",
