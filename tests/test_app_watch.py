@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 
 from keyless.host.runner import Restarts, run_child
-from tests.test_host import PYTHON, RUN_TIMEOUT_S, WAIT_S, background_run, wait_for, write_script
+from tests.test_host import RUN_TIMEOUT_S, WAIT_S, Background, wait_for
 from tests.test_vault_references import (
     GET_SECRET,
-    WATCHED_APP,
     World,
     app_with_identity,
     grant,
@@ -33,6 +32,7 @@ from tests.test_vault_references import (
     sha,
     squeeze,
     unique,
+    watched_run,
     world,  # noqa: F401  (the module-scoped fixture, shared)
 )
 
@@ -70,6 +70,16 @@ def watched_app(w: World, secret: str, value: str) -> tuple[str, str]:
     return name, principal
 
 
+def stopped(w: World, run: Background) -> tuple[str, str]:
+    """Ends `keyless app run` as a user does (SIGTERM, forwarded to the app); its output,
+    once it exited 0."""
+    run.process.send_signal(signal.SIGTERM)
+    stdout, stderr = run.process.communicate(timeout=RUN_TIMEOUT_S)
+    w.outputs += [stdout, stderr]
+    assert run.process.returncode == 0, stderr
+    return stdout, stderr
+
+
 def test_a_new_version_with_the_same_value_does_not_restart(
     world: World,  # noqa: F811
     tmp_path: Path,
@@ -77,20 +87,14 @@ def test_a_new_version_with_the_same_value_does_not_restart(
     value = secret_value()
     secret = unique("same")
     app, principal = watched_app(world, secret, value)
-    script = write_script(tmp_path, WATCHED_APP)
-    out = tmp_path / "seen.json"
-    command = [PYTHON, str(script), str(out), json.dumps({"names": ["WATCHED"]})]
-    with background_run(world.server, world.group, app, command, "--watch", "1") as run:
+    with watched_run(world, tmp_path, ["WATCHED"], app) as (run, out):
         started = wait_for(out, run)
         assert started["seen"] == {"WATCHED": sha(value)}
         version = world.set_secret(secret, value)
         wait_for_reads(world, principal, secret, reads_of(world, principal, secret) + 2)
         assert not out.exists(), "the app was started again"
         assert run.process.poll() is None
-        run.process.send_signal(signal.SIGTERM)
-        stdout, stderr = run.process.communicate(timeout=RUN_TIMEOUT_S)
-    world.outputs += [stdout, stderr]
-    assert run.process.returncode == 0, stderr
+        stdout, stderr = stopped(world, run)
     message = squeeze(stderr)
     assert squeeze(f"has a new version ({version}) with the same value") in message
     assert squeeze("the app is not restarted") in message
@@ -105,10 +109,7 @@ def test_a_failing_re_read_is_reported_once_and_the_app_keeps_running(
     value = secret_value()
     secret = unique("lost")
     app, principal = watched_app(world, secret, value)
-    script = write_script(tmp_path, WATCHED_APP)
-    out = tmp_path / "seen.json"
-    command = [PYTHON, str(script), str(out), json.dumps({"names": ["WATCHED"]})]
-    with background_run(world.server, world.group, app, command, "--watch", "1") as run:
+    with watched_run(world, tmp_path, ["WATCHED"], app) as (run, out):
         started = wait_for(out, run)
         assert started["seen"] == {"WATCHED": sha(value)}
         world.cli(
@@ -119,10 +120,7 @@ def test_a_failing_re_read_is_reported_once_and_the_app_keeps_running(
         wait_for_reads(world, principal, secret, before + 3)  # several refused re-reads
         assert not out.exists(), "the app was restarted"
         assert run.process.poll() is None, "keyless app run ended"
-        run.process.send_signal(signal.SIGTERM)
-        stdout, stderr = run.process.communicate(timeout=RUN_TIMEOUT_S)
-    world.outputs += [stdout, stderr]
-    assert run.process.returncode == 0, stderr
+        _, stderr = stopped(world, run)
     message = squeeze(stderr)
     report = squeeze("re-checking; the app keeps its current value")
     assert message.count(report) == 1, stderr  # once, not at every poll

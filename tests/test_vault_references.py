@@ -353,12 +353,12 @@ def test_a_new_version_reaches_the_next_run_and_a_pinned_one_stays(world: World)
 
 @contextlib.contextmanager
 def watched_run(
-    world: World, tmp_path: Path, names: list[str]
+    world: World, tmp_path: Path, names: list[str], app: str = "web"
 ) -> Iterator[tuple[Background, Path]]:
     script = write_script(tmp_path, WATCHED_APP)
     out = tmp_path / "seen.json"
     command = [PYTHON, str(script), str(out), json.dumps({"names": names})]
-    with background_run(world.server, world.group, "web", command, "--watch", "1") as run:
+    with background_run(world.server, world.group, app, command, "--watch", "1") as run:
         yield run, out
 
 
