@@ -29,6 +29,7 @@ from ._cache import CachedToken
 from ._config import ENV_HINT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, env
 from ._errors import ClientAuthenticationError
 from ._retry import RETRY_STATUSES, Retry, retry_after
+from ._steps import Discard, Pause, Send, Steps
 
 _LOG = logging.getLogger("keyless.identity")
 
@@ -151,7 +152,7 @@ def new_async_client(
 # ---------------------------------------------------------------------------------- sending
 
 
-def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> httpx.Request:
+def build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> httpx.Request:
     return client.build_request(
         request.method,
         request.url,
@@ -163,7 +164,7 @@ def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> h
 
 def through(client: httpx.Client) -> Exchange:
     """The exchange that sends token requests with an httpx client."""
-    return lambda request: client.send(_build(client, request))
+    return lambda request: client.send(build(client, request))
 
 
 def _unreachable(who: str, request: TokenRequest, error: httpx.TransportError, tries: int) -> str:
@@ -183,14 +184,14 @@ def _retryable(error: httpx.TransportError) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in str(error)
 
 
-def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
+def send_steps(request: TokenRequest, who: str) -> Steps[Answer]:
     """Send with retries; the last answer is returned whatever its status (the parser turns an
     error status into a ClientAuthenticationError). Raises when no answer came at all."""
     retry = Retry()
     while True:
         retry.attempts += 1
         try:
-            response = exchange(request)
+            response: Answer = yield Send(request)
         except httpx.TransportError as exc:
             delay = retry.next_delay(None) if _retryable(exc) else None
             if delay is None:
@@ -203,33 +204,26 @@ def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
             delay = retry.next_delay(response.headers)
             if delay is None:
                 return response
-            response.close()
+            yield Discard(response)
             _LOG.info("%s: HTTP %d; retrying in %.2fs", who, response.status_code, delay)
-        time.sleep(delay)
+        yield Pause(delay)
 
 
-async def send_async(client: httpx.AsyncClient, request: TokenRequest, who: str) -> httpx.Response:
-    """`send` for asyncio."""
-    retry = Retry()
-    while True:
-        retry.attempts += 1
-        try:
-            response = await client.send(_build(client, request))
-        except httpx.TransportError as exc:
-            delay = retry.next_delay(None) if _retryable(exc) else None
-            if delay is None:
-                message = _unreachable(who, request, exc, retry.attempts)
-                raise ClientAuthenticationError(message) from None
-            _LOG.info("%s: %s unreachable (%s); retrying in %.2fs", who, request.url, exc, delay)
-        else:
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            delay = retry.next_delay(response.headers)
-            if delay is None:
-                return response
-            await response.aclose()
-            _LOG.info("%s: HTTP %d; retrying in %.2fs", who, response.status_code, delay)
-        await asyncio.sleep(delay)
+def fetch_steps(
+    request: TokenRequest,
+    who: str,
+    scope: str,
+    hint: Callable[[str | None, int], str | None] | None = None,
+) -> Steps[CachedToken]:
+    """One token: send `request` (with retries), parse the answer, release it."""
+    sent_at = time.time()
+    response = yield from send_steps(request, who)
+    try:
+        token = parse_token_response(response, request, who, sent_at, hint)
+    finally:
+        yield Discard(response)
+    _LOG.info("%s: got a token for %s", who, scope)
+    return token
 
 
 # ---------------------------------------------------------------------------------- parsing

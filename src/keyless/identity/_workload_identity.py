@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._base import HttpCredential
+from ._caching import HookT, HttpCore
 from ._config import (
     AZURE_CLIENT_ID,
     AZURE_FEDERATED_TOKEN_FILE,
@@ -91,13 +92,8 @@ class WorkloadIdentityFlow(ClientCredentialsFlow):
         return super().hint(error, status)
 
 
-class WorkloadIdentityCredential(HttpCredential):
-    """Workload identity federation: the platform's OIDC token, exchanged for a Keyless token.
-
-    Every argument defaults to its environment variable: ``AZURE_TENANT_ID``,
-    ``AZURE_CLIENT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, and ``AZURE_AUTHORITY_HOST`` for
-    ``authority``.
-    """
+class WorkloadIdentityArguments(HttpCore[HookT]):
+    """WorkloadIdentityCredential's arguments, the same for the sync and the async class."""
 
     def __init__(
         self,
@@ -107,9 +103,18 @@ class WorkloadIdentityCredential(HttpCredential):
         *,
         authority: str | None = None,
         additionally_allowed_tenants: tuple[str, ...] | list[str] = (),
-        request_hook: RequestHook | None = None,
+        request_hook: HookT | None = None,
     ) -> None:
         flow = WorkloadIdentityFlow(
             tenant_id, client_id, token_file_path, authority, additionally_allowed_tenants
         )
-        super().__init__(flow, request_hook=request_hook)
+        self._use(flow, request_hook)
+
+
+class WorkloadIdentityCredential(WorkloadIdentityArguments[RequestHook], HttpCredential):
+    """Workload identity federation: the platform's OIDC token, exchanged for a Keyless token.
+
+    Every argument defaults to its environment variable: ``AZURE_TENANT_ID``,
+    ``AZURE_CLIENT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, and ``AZURE_AUTHORITY_HOST`` for
+    ``authority``.
+    """
