@@ -3,7 +3,6 @@ the shared logic (`_caching`, `_delegating`) asks for."""
 
 from __future__ import annotations
 
-import abc
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,11 +11,11 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from . import _cache
+from . import _cache, _steps
 from ._caching import CachingCore, HttpCore, token_options
 from ._http import Exchange, RequestHook, new_client, through
 from ._loopback import exchange as loopback_exchange
-from ._steps import Acquire, Call, Completed, Discard, Drive, Pause, RunProcess, Send, Step, Steps
+from ._steps import Drive, Kwargs, Scopes, Step, Steps
 from ._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 T = TypeVar("T")
@@ -36,15 +35,15 @@ def run(steps: Steps[T], perform: Callable[[Step], Any]) -> T:
 def perform(step: Step) -> Any:
     """One step, blocking (HttpCredential adds sending)."""
     match step:
-        case Acquire(key, wait):
+        case _steps.Acquire(key, wait):
             lock = _cache.thread_lock(key)
             return lock if lock.acquire(blocking=wait) else None
-        case Call(function, args, kwargs):
+        case _steps.Call(function, args, kwargs):
             return function(*args, **kwargs)
-        case Pause(seconds):
+        case _steps.Pause(seconds):
             time.sleep(seconds)
             return None
-        case RunProcess(args, env, timeout):
+        case _steps.RunProcess(args, env, timeout):
             try:
                 done = subprocess.run(
                     args,
@@ -57,15 +56,15 @@ def perform(step: Step) -> Any:
                 )
             except subprocess.TimeoutExpired:
                 raise TimeoutError from None
-            return Completed(done.returncode, done.stdout, done.stderr)
+            return _steps.Completed(done.returncode, done.stdout, done.stderr)
     raise TypeError(f"no sync way to perform {step!r}")
 
 
-class Credential(abc.ABC):
+class Credential:
     """The azure-core credential protocols (`get_token`, `get_token_info`), `close()` and
-    the context manager."""
+    the context manager. Keyless's credentials answer through `_token` and `_token_info`; a
+    subclass may instead override `get_token` and `get_token_info` themselves."""
 
-    @abc.abstractmethod
     def get_token(
         self,
         *scopes: str,
@@ -73,14 +72,23 @@ class Credential(abc.ABC):
         tenant_id: str | None = None,
         enable_cae: bool = False,
         **kwargs: Any,
-    ) -> AccessToken: ...
+    ) -> AccessToken:
+        return self._token(scopes, claims, tenant_id, enable_cae, kwargs)
 
-    @abc.abstractmethod
     def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo: ...
+    ) -> AccessTokenInfo:
+        return self._token_info(scopes, options)
 
-    def close(self) -> None:  # noqa: B027 - most credentials hold nothing to release
+    def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
+    ) -> AccessToken:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token")
+
+    def _token_info(self, scopes: Scopes, options: TokenRequestOptions | None) -> AccessTokenInfo:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token_info")
+
+    def close(self) -> None:
         """Release connections; the credential can still be used (it reconnects)."""
 
     def _perform(self, step: Step) -> Any:
@@ -101,22 +109,15 @@ class Credential(abc.ABC):
 class CachingCredential(CachingCore, Credential):
     """A credential whose tokens live in the process-wide cache (see `_caching`)."""
 
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
-        entry = self._cached(scopes, claims, tenant_id, enable_cae)
+        entry = self._cached(scopes, claims, tenant_id, cae)
         if entry is None:
-            entry = run(self._get(scopes, claims, tenant_id, enable_cae), self._perform)
+            entry = run(self._get(scopes, claims, tenant_id, cae), self._perform)
         return entry.access_token
 
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
+    def _token_info(self, scopes: Scopes, options: TokenRequestOptions | None) -> AccessTokenInfo:
         entry = self._cached_info(scopes, options)
         if entry is None:
             entry = run(self._get(scopes, *token_options(options)), self._perform)
@@ -152,10 +153,10 @@ class HttpCredential(HttpCore[RequestHook], CachingCredential):
         return through(self._http())
 
     def _perform(self, step: Step) -> Any:
-        if isinstance(step, Send):
-            return self._exchange()(step.request)
-        if isinstance(step, Discard):
-            return step.answer.close()
+        if isinstance(step, _steps.Send):
+            answer = self._exchange()(step.request)
+            answer.close()  # read whole: the connection can go back to the pool
+            return answer
         return perform(step)
 
     def close(self) -> None:

@@ -5,10 +5,9 @@ The rules are in `_delegating` (shared with `keyless.identity.aio`); this is the
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._base import Credential, run
 from ._delegating import Chain, Delegating
+from ._steps import Kwargs, Scopes
 from ._tokens import (
     AccessToken,
     AccessTokenInfo,
@@ -23,27 +22,18 @@ class DelegatingCredential(Delegating[TokenCredentialLike], Credential):
     """Calls the chosen member directly; choosing, and a member without `get_token_info`, go
     through the shared steps."""
 
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
         chosen = self._chosen
-        if chosen is not None:
-            return as_access_token(
-                chosen.get_token(
-                    *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
-                )
-            )
-        arguments = {"claims": claims, "tenant_id": tenant_id, "enable_cae": enable_cae, **kwargs}
-        return run(self._token_steps(scopes, arguments), self._perform)
+        if chosen is None:
+            arguments = {"claims": claims, "tenant_id": tenant_id, "enable_cae": cae, **extra}
+            return run(self._token_steps(scopes, arguments), self._perform)
+        return as_access_token(
+            chosen.get_token(*scopes, claims=claims, tenant_id=tenant_id, enable_cae=cae, **extra)
+        )
 
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
+    def _token_info(self, scopes: Scopes, options: TokenRequestOptions | None) -> AccessTokenInfo:
         get_token_info = getattr(self._chosen, "get_token_info", None)
         if callable(get_token_info):
             return as_token_info(get_token_info(*scopes, options=options))

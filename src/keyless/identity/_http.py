@@ -29,7 +29,7 @@ from ._cache import CachedToken
 from ._config import ENV_HINT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, env
 from ._errors import ClientAuthenticationError
 from ._retry import RETRY_STATUSES, Retry, retry_after
-from ._steps import Discard, Pause, Send, Steps
+from ._steps import Pause, Send, Steps
 
 _LOG = logging.getLogger("keyless.identity")
 
@@ -113,17 +113,22 @@ def _trusting_nothing() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _client_settings(trust_env: bool, plain_http: bool) -> dict[str, Any]:
+    """What every credential's httpx client has: the trust, the timeouts, no redirects."""
+    return {
+        "verify": _trusting_nothing() if plain_http else ssl_context(),
+        "timeout": TIMEOUT,
+        "trust_env": trust_env,
+        "follow_redirects": False,
+        "headers": {"User-Agent": USER_AGENT},
+    }
+
+
 def new_client(
     hook: RequestHook | None, *, trust_env: bool = True, plain_http: bool = False
 ) -> httpx.Client:
-    return httpx.Client(
-        verify=_trusting_nothing() if plain_http else ssl_context(),
-        timeout=TIMEOUT,
-        trust_env=trust_env,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        event_hooks={"request": [hook]} if hook is not None else None,
-    )
+    hooks = {"request": [hook]} if hook is not None else None
+    return httpx.Client(**_client_settings(trust_env, plain_http), event_hooks=hooks)
 
 
 def new_async_client(
@@ -139,14 +144,8 @@ def new_async_client(
                 await result
 
         hooks.append(run_hook)
-    return httpx.AsyncClient(
-        verify=_trusting_nothing() if plain_http else ssl_context(),
-        timeout=TIMEOUT,
-        trust_env=trust_env,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        event_hooks={"request": hooks} if hooks else None,
-    )
+    settings = _client_settings(trust_env, plain_http)
+    return httpx.AsyncClient(**settings, event_hooks={"request": hooks} if hooks else None)
 
 
 # ---------------------------------------------------------------------------------- sending
@@ -204,7 +203,6 @@ def send_steps(request: TokenRequest, who: str) -> Steps[Answer]:
             delay = retry.next_delay(response.headers)
             if delay is None:
                 return response
-            yield Discard(response)
             _LOG.info("%s: HTTP %d; retrying in %.2fs", who, response.status_code, delay)
         yield Pause(delay)
 
@@ -215,13 +213,10 @@ def fetch_steps(
     scope: str,
     hint: Callable[[str | None, int], str | None] | None = None,
 ) -> Steps[CachedToken]:
-    """One token: send `request` (with retries), parse the answer, release it."""
+    """One token: send `request` (with retries) and parse the answer."""
     sent_at = time.time()
     response = yield from send_steps(request, who)
-    try:
-        token = parse_token_response(response, request, who, sent_at, hint)
-    finally:
-        yield Discard(response)
+    token = parse_token_response(response, request, who, sent_at, hint)
     _LOG.info("%s: got a token for %s", who, scope)
     return token
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ._cache import CacheKey
-    from ._http import Answer, TokenRequest
+    from ._http import TokenRequest
 
 T = TypeVar("T")
 
@@ -32,23 +32,10 @@ class Acquire:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send one token request. Gives the `Answer`; raises httpx.TransportError."""
+    """Send one token request and read the whole answer, releasing the connection. Gives
+    the `Answer`; raises httpx.TransportError."""
 
     request: TokenRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Discard:
-    """Release an answer's connection."""
-
-    answer: Answer
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Wait before the next try."""
-
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +65,18 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-Step = Acquire | Send | Discard | Pause | RunProcess | Call
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait before the next try."""
+
+    seconds: float
+
+
+Step = Acquire | Send | Pause | RunProcess | Call
 Steps = Generator[Step, Any, T]
+# What `get_token` was given: its scopes, and the keywords beyond claims, tenant_id, enable_cae.
+Scopes = tuple[str, ...]
+Kwargs = dict[str, Any]
 
 
 class Releasable(Protocol):

@@ -82,14 +82,12 @@ class WorkloadIdentityFlow(ClientCredentialsFlow):
             (assertion,),
         )
 
-    def hint(self, error: str | None, status: int) -> str | None:
-        if error == "invalid_client" or status == 401:
-            return (
-                f"Check that {self.client_id!r} has a federated credential whose issuer, subject "
-                f"and audience match the token in {self.token_file_path!r}, and that the token "
-                "has not expired (`keyless identity federated-credential list`)"
-            )
-        return super().hint(error, status)
+    def refused_hint(self) -> str:
+        return (
+            f"Check that {self.client_id!r} has a federated credential whose issuer, subject "
+            f"and audience match the token in {self.token_file_path!r}, and that the token "
+            "has not expired (`keyless identity federated-credential list`)"
+        )
 
 
 class WorkloadIdentityArguments(HttpCore[HookT]):

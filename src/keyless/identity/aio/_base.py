@@ -4,7 +4,6 @@ asyncio.Lock per event loop; the cache itself is shared with the sync credential
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import subprocess
@@ -14,10 +13,10 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from .. import _cache
+from .. import _cache, _steps
 from .._caching import CachingCore, HttpCore, token_options
 from .._http import AsyncRequestHook, build, new_async_client
-from .._steps import Acquire, Call, Completed, Discard, Drive, Pause, RunProcess, Send, Step, Steps
+from .._steps import Drive, Kwargs, Scopes, Step, Steps
 from .._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 T = TypeVar("T")
@@ -37,23 +36,23 @@ async def run(steps: Steps[T], perform: Callable[[Step], Any]) -> T:
 async def perform(step: Step) -> Any:
     """One step, awaited (AsyncHttpCredential adds sending)."""
     match step:
-        case Acquire(key, wait):
+        case _steps.Acquire(key, wait):
             lock = _cache.async_lock(key)
             if not wait and lock.locked():  # another task holds it: no waiting
                 return None
             await lock.acquire()
             return lock
-        case Call(function, args, kwargs):
+        case _steps.Call(function, args, kwargs):
             return await function(*args, **kwargs)
-        case Pause(seconds):
+        case _steps.Pause(seconds):
             await asyncio.sleep(seconds)
             return None
-        case RunProcess(args, env, timeout):
+        case _steps.RunProcess(args, env, timeout):
             return await _run_process(args, env, timeout)
     raise TypeError(f"no async way to perform {step!r}")
 
 
-async def _run_process(args: list[str], env: dict[str, str], timeout: float) -> Completed:
+async def _run_process(args: list[str], env: dict[str, str], timeout: float) -> _steps.Completed:
     process = await asyncio.create_subprocess_exec(
         *args,
         stdin=subprocess.DEVNULL,
@@ -68,15 +67,16 @@ async def _run_process(args: list[str], env: dict[str, str], timeout: float) -> 
             process.kill()
         await process.wait()
         raise
-    return Completed(
+    return _steps.Completed(
         process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
     )
 
 
-class AsyncCredential(abc.ABC):
-    """azure-core's async credential protocols, `close()` and the async context manager."""
+class AsyncCredential:
+    """azure-core's async credential protocols, `close()` and the async context manager.
+    Keyless's credentials answer through `_token` and `_token_info`; a subclass may instead
+    override `get_token` and `get_token_info` themselves."""
 
-    @abc.abstractmethod
     async def get_token(
         self,
         *scopes: str,
@@ -84,14 +84,25 @@ class AsyncCredential(abc.ABC):
         tenant_id: str | None = None,
         enable_cae: bool = False,
         **kwargs: Any,
-    ) -> AccessToken: ...
+    ) -> AccessToken:
+        return await self._token(scopes, claims, tenant_id, enable_cae, kwargs)
 
-    @abc.abstractmethod
     async def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo: ...
+    ) -> AccessTokenInfo:
+        return await self._token_info(scopes, options)
 
-    async def close(self) -> None:  # noqa: B027 - most credentials hold nothing to release
+    async def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
+    ) -> AccessToken:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token")
+
+    async def _token_info(
+        self, scopes: Scopes, options: TokenRequestOptions | None
+    ) -> AccessTokenInfo:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token_info")
+
+    async def close(self) -> None:
         """Release connections; the credential can still be used (it reconnects)."""
 
     async def _perform(self, step: Step) -> Any:
@@ -112,21 +123,16 @@ class AsyncCredential(abc.ABC):
 class AsyncCachingCredential(CachingCore, AsyncCredential):
     """An async credential whose tokens live in the process-wide cache (see `.._caching`)."""
 
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    async def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
-        entry = self._cached(scopes, claims, tenant_id, enable_cae)
+        entry = self._cached(scopes, claims, tenant_id, cae)
         if entry is None:
-            entry = await run(self._get(scopes, claims, tenant_id, enable_cae), self._perform)
+            entry = await run(self._get(scopes, claims, tenant_id, cae), self._perform)
         return entry.access_token
 
-    async def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
+    async def _token_info(
+        self, scopes: Scopes, options: TokenRequestOptions | None
     ) -> AccessTokenInfo:
         entry = self._cached_info(scopes, options)
         if entry is None:
@@ -147,13 +153,11 @@ class AsyncHttpCredential(HttpCore[AsyncRequestHook], AsyncCachingCredential):
         return self._client
 
     async def _perform(self, step: Step) -> Any:
-        if isinstance(step, Send):
+        if isinstance(step, _steps.Send):
             client = self._http()
-            return await client.send(build(client, step.request))
-        if isinstance(step, Discard):
-            answer = step.answer
-            assert isinstance(answer, httpx.Response)
-            return await answer.aclose()
+            answer = await client.send(build(client, step.request))
+            await answer.aclose()  # read whole: the connection can go back to the pool
+            return answer
         return await perform(step)
 
     async def close(self) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._delegating import Chain, Delegating
+from .._steps import Kwargs, Scopes
 from .._tokens import (
     AccessToken,
     AccessTokenInfo,
@@ -20,26 +19,21 @@ class AsyncDelegatingCredential(Delegating[AsyncTokenCredentialLike], AsyncCrede
     """Awaits the chosen member directly; choosing, and a member without `get_token_info`, go
     through the shared steps."""
 
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    async def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
         chosen = self._chosen
-        if chosen is not None:
-            return as_access_token(
-                await chosen.get_token(
-                    *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
-                )
+        if chosen is None:
+            arguments = {"claims": claims, "tenant_id": tenant_id, "enable_cae": cae, **extra}
+            return await run(self._token_steps(scopes, arguments), self._perform)
+        return as_access_token(
+            await chosen.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=cae, **extra
             )
-        arguments = {"claims": claims, "tenant_id": tenant_id, "enable_cae": enable_cae, **kwargs}
-        return await run(self._token_steps(scopes, arguments), self._perform)
+        )
 
-    async def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
+    async def _token_info(
+        self, scopes: Scopes, options: TokenRequestOptions | None
     ) -> AccessTokenInfo:
         get_token_info = getattr(self._chosen, "get_token_info", None)
         if callable(get_token_info):
