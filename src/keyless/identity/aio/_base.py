@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -22,7 +22,7 @@ from .._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 T = TypeVar("T")
 
 
-async def run(steps: Steps[T], perform: Callable[[Step], Any]) -> T:
+async def run(steps: Steps[T], perform: Callable[[Step], Awaitable[Any]]) -> T:
     """Perform the steps one after the other, awaiting each, until the logic has its answer."""
     drive = Drive(steps)
     while (step := drive.next()) is not None:
