@@ -1,34 +1,70 @@
-"""What every sync credential shares: the azure-core protocol methods, the cached hit path,
-one in-flight request per cache key, and serving the old token while a refresh fails."""
+"""The sync shell: azure-core's credential protocols, performing by blocking the steps that
+the shared logic (`_caching`, `_delegating`) asks for."""
 
 from __future__ import annotations
 
-import abc
-import logging
-import threading
+import subprocess
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
-from . import _cache
-from ._cache import ENTRIES, CachedToken, CacheKey
-from ._config import single_scope
-from ._errors import ClientAuthenticationError
-from ._flow import TokenFlow
-from ._http import Exchange, RequestHook, new_client, parse_token_response, send, through
+from . import _cache, _steps
+from ._caching import CachingCore, HttpCore, token_options
+from ._http import Exchange, RequestHook, new_client, through
 from ._loopback import exchange as loopback_exchange
+from ._steps import Drive, Kwargs, Scopes, Step, Steps
 from ._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 
-_LOG = logging.getLogger("keyless.identity")
+T = TypeVar("T")
 
 
-class Credential(abc.ABC):
+def run(steps: Steps[T], perform: Callable[[Step], Any]) -> T:
+    """Perform the steps one after the other, blocking, until the logic has its answer."""
+    drive = Drive(steps)
+    while (step := drive.next()) is not None:
+        try:
+            drive.outcome = perform(step)
+        except BaseException as exc:  # thrown back in where it was asked for, to clean up
+            drive.failure = exc
+    return drive.result
+
+
+def perform(step: Step) -> Any:
+    """One step, blocking (HttpCredential adds sending)."""
+    match step:
+        case _steps.Acquire(key, wait):
+            lock = _cache.thread_lock(key)
+            return lock if lock.acquire(blocking=wait) else None
+        case _steps.Call(function, args, kwargs):
+            return function(*args, **kwargs)
+        case _steps.Pause(seconds):
+            time.sleep(seconds)
+            return None
+        case _steps.RunProcess(args, env, timeout):
+            try:
+                done = subprocess.run(
+                    args,
+                    capture_output=True,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                    env=env,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise TimeoutError from None
+            return _steps.Completed(done.returncode, done.stdout, done.stderr)
+    raise TypeError(f"no sync way to perform {step!r}")
+
+
+class Credential:
     """The azure-core credential protocols (`get_token`, `get_token_info`), `close()` and
-    the context manager."""
+    the context manager. Keyless's credentials answer through `_token` and `_token_info`; a
+    subclass may instead override `get_token` and `get_token_info` themselves."""
 
-    @abc.abstractmethod
     def get_token(
         self,
         *scopes: str,
@@ -36,15 +72,27 @@ class Credential(abc.ABC):
         tenant_id: str | None = None,
         enable_cae: bool = False,
         **kwargs: Any,
-    ) -> AccessToken: ...
+    ) -> AccessToken:
+        return self._token(scopes, claims, tenant_id, enable_cae, kwargs)
 
-    @abc.abstractmethod
     def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo: ...
+    ) -> AccessTokenInfo:
+        return self._token_info(scopes, options)
 
-    def close(self) -> None:  # noqa: B027 - most credentials hold nothing to release
+    def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
+    ) -> AccessToken:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token")
+
+    def _token_info(self, scopes: Scopes, options: TokenRequestOptions | None) -> AccessTokenInfo:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token_info")
+
+    def close(self) -> None:
         """Release connections; the credential can still be used (it reconnects)."""
+
+    def _perform(self, step: Step) -> Any:
+        return perform(step)
 
     def __enter__(self) -> Self:
         return self
@@ -58,126 +106,29 @@ class Credential(abc.ABC):
         self.close()
 
 
-class CachingCredential(Credential):
-    """A credential whose tokens live in the process-wide cache.
+class CachingCredential(CachingCore, Credential):
+    """A credential whose tokens live in the process-wide cache (see `_caching`)."""
 
-    Subclasses set `_cache_id` (the identity: same value = same tokens) and `_tenant_id`, and
-    implement `_fetch`, which asks the token service and never looks at the cache.
-    """
-
-    _cache_id: str
-    _tenant_id: str = ""
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
-        if claims is None and len(scopes) == 1:
-            entry = ENTRIES.get(
-                (self._cache_id, tenant_id or self._tenant_id, scopes[0], enable_cae)
-            )
-            if entry is not None and time.time() < entry.refresh_at:
-                return entry.access_token
-        return self._get(scopes, claims, tenant_id, enable_cae).access_token
+        entry = self._cached(scopes, claims, tenant_id, cae)
+        if entry is None:
+            entry = run(self._get(scopes, claims, tenant_id, cae), self._perform)
+        return entry.access_token
 
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
-        if not options and len(scopes) == 1:
-            entry = ENTRIES.get((self._cache_id, self._tenant_id, scopes[0], False))
-            if entry is not None and time.time() < entry.refresh_at:
-                return entry.info
-        options = options or {}
-        return self._get(
-            scopes,
-            options.get("claims") or None,
-            options.get("tenant_id") or None,
-            bool(options.get("enable_cae", False)),
-        ).info
-
-    def _resolve_tenant(self, tenant_id: str | None) -> str:
-        """The tenant of the cache key and the request. Default: the credential's own, and a
-        requested one is part of the key (for credentials that cannot choose a tenant)."""
-        return tenant_id or self._tenant_id
-
-    @abc.abstractmethod
-    def _fetch(
-        self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
-    ) -> CachedToken: ...
-
-    def _get(
-        self, scopes: tuple[str, ...], claims: str | None, tenant_id: str | None, cae: bool
-    ) -> CachedToken:
-        scope = single_scope(scopes)
-        tenant = self._resolve_tenant(tenant_id)
-        key: CacheKey = (self._cache_id, tenant, scope, cae)
-        lock = _cache.thread_lock(key)
-        if claims is None:
-            entry = ENTRIES.get(key)
-            now = time.time()
-            if entry is not None and now < entry.refresh_at:
-                return entry
-            if entry is not None and now < entry.usable_until:
-                # Refresh due, old token still good: one caller refreshes, the rest keep using
-                # the old token rather than wait; a failed refresh keeps the old one too.
-                if not lock.acquire(blocking=False):
-                    return entry
-                try:
-                    current = ENTRIES.get(key)
-                    if current is not None and time.time() < current.refresh_at:
-                        return current
-                    try:
-                        fresh = self._fetch(scope, tenant, claims, cae)
-                    except Exception as exc:
-                        _LOG.warning(
-                            "%s: refreshing the token for %s failed; the cached token stays in "
-                            "use until it expires: %s",
-                            type(self).__name__,
-                            scope,
-                            exc,
-                        )
-                        entry.defer_refresh(time.time())
-                        return entry
-                    _cache.store(key, fresh)
-                    return fresh
-                finally:
-                    lock.release()
-        waited_since = time.monotonic()
-        with lock:
-            if claims is None:
-                current = _cache.fresh(key)
-                if current is not None:
-                    return current
-                shared = _cache.failure_since(key, waited_since)
-                if shared is not None:
-                    raise shared
-            try:
-                fresh = self._fetch(scope, tenant, claims, cae)
-            except ClientAuthenticationError as exc:
-                _cache.record_failure(key, exc)
-                raise
-            _cache.store(key, fresh)
-            return fresh
+    def _token_info(self, scopes: Scopes, options: TokenRequestOptions | None) -> AccessTokenInfo:
+        entry = self._cached_info(scopes, options)
+        if entry is None:
+            entry = run(self._get(scopes, *token_options(options)), self._perform)
+        return entry.info
 
 
-class HttpCredential(CachingCredential):
-    """A caching credential that asks an HTTP token service; its `TokenFlow` builds the
-    requests (the same flow serves the async credential of the same name)."""
+class HttpCredential(HttpCore[RequestHook], CachingCredential):
+    """A caching credential that sends its `TokenFlow`'s requests with httpx, or over the lean
+    loopback exchange."""
 
-    def __init__(self, flow: TokenFlow, *, request_hook: RequestHook | None = None) -> None:
-        self._flow = flow
-        self._cache_id = flow.cache_id
-        self._tenant_id = flow.tenant_id
-        self._request_hook = request_hook
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
-
-    def _resolve_tenant(self, tenant_id: str | None) -> str:
-        return self._flow.resolve_tenant(tenant_id)
+    _client: httpx.Client | None = None
 
     def _http(self) -> httpx.Client:
         client = self._client
@@ -201,19 +152,12 @@ class HttpCredential(CachingCredential):
             return lambda request: loopback_exchange(address, request)
         return through(self._http())
 
-    def _fetch(
-        self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
-    ) -> CachedToken:
-        who = type(self).__name__
-        request = self._flow.request(scope, tenant_id, claims, enable_cae)
-        sent_at = time.time()
-        response = send(self._exchange(), request, who)
-        try:
-            token = parse_token_response(response, request, who, sent_at, self._flow.hint)
-        finally:
-            response.close()
-        _LOG.info("%s: got a token for %s", who, scope)
-        return token
+    def _perform(self, step: Step) -> Any:
+        if isinstance(step, _steps.Send):
+            answer = self._exchange()(step.request)
+            answer.close()  # read whole: the connection can go back to the pool
+            return answer
+        return perform(step)
 
     def close(self) -> None:
         with self._client_lock:

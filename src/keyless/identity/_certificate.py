@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._base import HttpCredential
+from ._caching import HookT, HttpCore
 from ._flow import JWT_BEARER, ClientCredentialsFlow, fingerprint
 from ._http import RequestHook
 
@@ -171,18 +172,8 @@ class CertificateFlow(ClientCredentialsFlow):
         )
 
 
-class CertificateCredential(HttpCredential):
-    """Authenticates a service principal with a certificate (no shared secret crosses the wire).
-
-    :param tenant_id: the Keyless tenant's ID.
-    :param client_id: the service principal's application (client) ID.
-    :param certificate_path: a PEM file with the certificate and its private key (as
-        ``keyless ad sp create-for-rbac --create-cert`` writes), or a PKCS#12 file.
-    :keyword certificate_data: the same as bytes, instead of a path.
-    :keyword password: the private key's password, if it is encrypted.
-    :param authority: the Keyless server; default ``AZURE_AUTHORITY_HOST``. Must be https.
-    :keyword send_certificate_chain: also send the certificate (``x5c``) in the assertion.
-    """
+class CertificateArguments(HttpCore[HookT]):
+    """CertificateCredential's arguments, the same for the sync and the async class."""
 
     def __init__(
         self,
@@ -195,7 +186,7 @@ class CertificateCredential(HttpCredential):
         authority: str | None = None,
         send_certificate_chain: bool = False,
         additionally_allowed_tenants: tuple[str, ...] | list[str] = (),
-        request_hook: RequestHook | None = None,
+        request_hook: HookT | None = None,
     ) -> None:
         flow = CertificateFlow(
             tenant_id,
@@ -207,4 +198,18 @@ class CertificateCredential(HttpCredential):
             send_certificate_chain,
             additionally_allowed_tenants,
         )
-        super().__init__(flow, request_hook=request_hook)
+        self._use(flow, request_hook)
+
+
+class CertificateCredential(CertificateArguments[RequestHook], HttpCredential):
+    """Authenticates a service principal with a certificate (no shared secret crosses the wire).
+
+    :param tenant_id: the Keyless tenant's ID.
+    :param client_id: the service principal's application (client) ID.
+    :param certificate_path: a PEM file with the certificate and its private key (as
+        ``keyless ad sp create-for-rbac --create-cert`` writes), or a PKCS#12 file.
+    :keyword certificate_data: the same as bytes, instead of a path.
+    :keyword password: the private key's password, if it is encrypted.
+    :param authority: the Keyless server; default ``AZURE_AUTHORITY_HOST``. Must be https.
+    :keyword send_certificate_chain: also send the certificate (``x5c``) in the assertion.
+    """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import HttpCredential
+from ._caching import HookT, HttpCore
 from ._flow import ClientCredentialsFlow, fingerprint
 from ._http import RequestHook
 
@@ -34,7 +35,26 @@ class ClientSecretFlow(ClientCredentialsFlow):
         return {"client_secret": self._secret}, (self._secret,)
 
 
-class ClientSecretCredential(HttpCredential):
+class ClientSecretArguments(HttpCore[HookT]):
+    """ClientSecretCredential's arguments, the same for the sync and the async class."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        authority: str | None = None,
+        *,
+        additionally_allowed_tenants: tuple[str, ...] | list[str] = (),
+        request_hook: HookT | None = None,
+    ) -> None:
+        flow = ClientSecretFlow(
+            tenant_id, client_id, client_secret, authority, additionally_allowed_tenants
+        )
+        self._use(flow, request_hook)
+
+
+class ClientSecretCredential(ClientSecretArguments[RequestHook], HttpCredential):
     """Authenticates a service principal with its client secret.
 
     :param tenant_id: the Keyless tenant's ID.
@@ -46,18 +66,3 @@ class ClientSecretCredential(HttpCredential):
         (``"*"``: any).
     :keyword request_hook: called with each outgoing ``httpx.Request`` (e.g. to count them).
     """
-
-    def __init__(
-        self,
-        tenant_id: str,
-        client_id: str,
-        client_secret: str,
-        authority: str | None = None,
-        *,
-        additionally_allowed_tenants: tuple[str, ...] | list[str] = (),
-        request_hook: RequestHook | None = None,
-    ) -> None:
-        flow = ClientSecretFlow(
-            tenant_id, client_id, client_secret, authority, additionally_allowed_tenants
-        )
-        super().__init__(flow, request_hook=request_hook)

@@ -12,15 +12,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from datetime import datetime
 from typing import Any
 
 from ._base import CachingCredential
 from ._cache import CachedToken
+from ._caching import CachingCore
 from ._config import scope_to_resource, validate_tenant_id
 from ._errors import ClientAuthenticationError, CredentialUnavailableError
+from ._steps import Completed, RunProcess, Steps
 
 EXECUTABLE = "keyless"
 DEFAULT_TIMEOUT_S = 10.0
@@ -112,12 +113,8 @@ class DeveloperFlow:
         )
 
 
-class DeveloperCredential(CachingCredential):
-    """The signed-in developer's token from ``keyless account get-access-token``.
-
-    Sign in first with ``keyless login``. ``tenant_id`` asks for a token in another tenant
-    than the CLI's default (passed as ``--tenant``).
-    """
+class DeveloperArguments(CachingCore):
+    """DeveloperCredential's arguments and its one step, the same for sync and async."""
 
     def __init__(
         self, *, tenant_id: str | None = None, process_timeout: float = DEFAULT_TIMEOUT_S
@@ -128,21 +125,22 @@ class DeveloperCredential(CachingCredential):
 
     def _fetch(
         self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
-    ) -> CachedToken:
-        args = self._flow.command(scope, tenant_id)
+    ) -> Steps[CachedToken]:
+        flow = self._flow
+        args = flow.command(scope, tenant_id)
         started = time.time()
         try:
-            result = subprocess.run(
-                args,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=self._flow.timeout,
-                env=self._flow.environment(),
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise self._flow.timed_out() from None
+            done: Completed = yield RunProcess(args, flow.environment(), flow.timeout)
+        except TimeoutError:
+            raise flow.timed_out() from None
         except OSError as exc:
-            raise self._flow.failed_to_start(exc) from None
-        return self._flow.parse(result.returncode, result.stdout, result.stderr, started)
+            raise flow.failed_to_start(exc) from None
+        return flow.parse(done.returncode, done.stdout, done.stderr, started)
+
+
+class DeveloperCredential(DeveloperArguments, CachingCredential):
+    """The signed-in developer's token from ``keyless account get-access-token``.
+
+    Sign in first with ``keyless login``. ``tenant_id`` asks for a token in another tenant
+    than the CLI's default (passed as ``--tenant``).
+    """

@@ -8,11 +8,13 @@ secret is the weaker choice). The authority is AZURE_AUTHORITY_HOST.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from ._base import Credential
+from ._caching import HookT
 from ._certificate import CertificateCredential
+from ._chained import DelegatingCredential
 from ._client_secret import ClientSecretCredential
 from ._config import (
     AZURE_CLIENT_CERTIFICATE_PASSWORD,
@@ -24,9 +26,13 @@ from ._config import (
     env,
     missing_message,
 )
+from ._delegating import Delegating, M
 from ._errors import ClientAuthenticationError, CredentialUnavailableError
 from ._http import RequestHook
-from ._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
+from ._steps import Steps
+from ._tokens import TokenCredentialLike
+
+T = TypeVar("T")
 
 WHO = "EnvironmentCredential"
 
@@ -72,7 +78,7 @@ def read_environment() -> EnvironmentSettings:
     )
 
 
-class NotUsableCredential(Credential):
+class NotUsableArguments(Delegating[M]):
     """Stands in for a credential that could not be built: every request raises its reason
     (CredentialUnavailableError when it is not configured, else ClientAuthenticationError)."""
 
@@ -81,68 +87,45 @@ class NotUsableCredential(Credential):
         self._message = message if message.startswith(f"{name}: ") else f"{name}: {message}"
         self._unavailable = unavailable
 
-    def _raise(self) -> Any:
+    def _choose(self, scopes: tuple[str, ...], ask: Callable[[M], Steps[T]]) -> Steps[T]:
         if self._unavailable:
             raise CredentialUnavailableError(self._message)
         raise ClientAuthenticationError(self._message)
 
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return self._raise()  # type: ignore[no-any-return]
 
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
-        return self._raise()  # type: ignore[no-any-return]
+class EnvironmentArguments(Delegating[M], Generic[M, HookT]):
+    """EnvironmentCredential: a chain of the one credential the environment describes. The
+    shells name their classes for each kind of it."""
 
+    _kinds: dict[str, Callable[..., M]]
+    _not_usable: Callable[..., M]
 
-class EnvironmentCredential(Credential):
-    """A service principal from AZURE_* environment variables (see the module docstring)."""
+    def __init__(self, *, authority: str | None = None, request_hook: HookT | None = None) -> None:
+        self._chosen = self._from_environment(authority, request_hook)
+        self._members = (self._chosen,)
 
-    def __init__(
-        self, *, authority: str | None = None, request_hook: RequestHook | None = None
-    ) -> None:
+    def _from_environment(self, authority: str | None, request_hook: HookT | None) -> M:
         settings = read_environment()
-        self._credential: Credential
         if settings.kind is None:
-            self._credential = NotUsableCredential(WHO, settings.unavailable, unavailable=True)
-            return
+            return self._not_usable(WHO, settings.unavailable, unavailable=True)
         try:
-            if settings.kind == "certificate":
-                self._credential = CertificateCredential(
-                    **settings.arguments, authority=authority, request_hook=request_hook
-                )
-            else:
-                self._credential = ClientSecretCredential(
-                    **settings.arguments, authority=authority, request_hook=request_hook
-                )
+            return self._kinds[settings.kind](
+                **settings.arguments, authority=authority, request_hook=request_hook
+            )
         except ValueError as exc:
             # Configured, but wrongly: an error, not "unavailable", so a chain does not fall
             # through to another identity and hide the mistake.
-            self._credential = NotUsableCredential(WHO, str(exc), unavailable=False)
+            return self._not_usable(WHO, str(exc), unavailable=False)
 
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return self._credential.get_token(
-            *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
-        )
 
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
-        return self._credential.get_token_info(*scopes, options=options)
+class NotUsableCredential(NotUsableArguments[TokenCredentialLike], DelegatingCredential):
+    """A credential that could not be built (see `NotUsableArguments`)."""
 
-    def close(self) -> None:
-        self._credential.close()
+
+class EnvironmentCredential(
+    EnvironmentArguments[TokenCredentialLike, RequestHook], DelegatingCredential
+):
+    """A service principal from AZURE_* environment variables (see the module docstring)."""
+
+    _kinds = {"certificate": CertificateCredential, "secret": ClientSecretCredential}
+    _not_usable = NotUsableCredential

@@ -111,11 +111,7 @@ class ClientCredentialsFlow(TokenFlow):
 
     def hint(self, error: str | None, status: int) -> str | None:
         if error == "invalid_client" or status == 401:
-            return (
-                f"Check that client_id {self.client_id!r} is a service principal in tenant "
-                f"{self.tenant_id!r} and that its {self.kind} is current "
-                "(`keyless ad sp credential reset` issues a new one)"
-            )
+            return self.refused_hint()
         if error == "unauthorized_client":
             return "The client is not allowed this grant; check its registration"
         if status == 404:
@@ -124,3 +120,11 @@ class ClientCredentialsFlow(TokenFlow):
                 f"({self.tenant_id}) name your Keyless server and tenant"
             )
         return None
+
+    def refused_hint(self) -> str:
+        """What to check when the token service refused how the client proved itself."""
+        return (
+            f"Check that client_id {self.client_id!r} is a service principal in tenant "
+            f"{self.tenant_id!r} and that its {self.kind} is current "
+            "(`keyless ad sp credential reset` issues a new one)"
+        )

@@ -29,6 +29,7 @@ from ._cache import CachedToken
 from ._config import ENV_HINT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, env
 from ._errors import ClientAuthenticationError
 from ._retry import RETRY_STATUSES, Retry, retry_after
+from ._steps import Pause, Send, Steps
 
 _LOG = logging.getLogger("keyless.identity")
 
@@ -112,17 +113,22 @@ def _trusting_nothing() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _client_settings(trust_env: bool, plain_http: bool) -> dict[str, Any]:
+    """What every credential's httpx client has: the trust, the timeouts, no redirects."""
+    return {
+        "verify": _trusting_nothing() if plain_http else ssl_context(),
+        "timeout": TIMEOUT,
+        "trust_env": trust_env,
+        "follow_redirects": False,
+        "headers": {"User-Agent": USER_AGENT},
+    }
+
+
 def new_client(
     hook: RequestHook | None, *, trust_env: bool = True, plain_http: bool = False
 ) -> httpx.Client:
-    return httpx.Client(
-        verify=_trusting_nothing() if plain_http else ssl_context(),
-        timeout=TIMEOUT,
-        trust_env=trust_env,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        event_hooks={"request": [hook]} if hook is not None else None,
-    )
+    hooks = {"request": [hook]} if hook is not None else None
+    return httpx.Client(**_client_settings(trust_env, plain_http), event_hooks=hooks)
 
 
 def new_async_client(
@@ -138,20 +144,14 @@ def new_async_client(
                 await result
 
         hooks.append(run_hook)
-    return httpx.AsyncClient(
-        verify=_trusting_nothing() if plain_http else ssl_context(),
-        timeout=TIMEOUT,
-        trust_env=trust_env,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        event_hooks={"request": hooks} if hooks else None,
-    )
+    settings = _client_settings(trust_env, plain_http)
+    return httpx.AsyncClient(**settings, event_hooks={"request": hooks} if hooks else None)
 
 
 # ---------------------------------------------------------------------------------- sending
 
 
-def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> httpx.Request:
+def build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> httpx.Request:
     return client.build_request(
         request.method,
         request.url,
@@ -163,7 +163,7 @@ def _build(client: httpx.Client | httpx.AsyncClient, request: TokenRequest) -> h
 
 def through(client: httpx.Client) -> Exchange:
     """The exchange that sends token requests with an httpx client."""
-    return lambda request: client.send(_build(client, request))
+    return lambda request: client.send(build(client, request))
 
 
 def _unreachable(who: str, request: TokenRequest, error: httpx.TransportError, tries: int) -> str:
@@ -183,14 +183,14 @@ def _retryable(error: httpx.TransportError) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in str(error)
 
 
-def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
+def send_steps(request: TokenRequest, who: str) -> Steps[Answer]:
     """Send with retries; the last answer is returned whatever its status (the parser turns an
     error status into a ClientAuthenticationError). Raises when no answer came at all."""
     retry = Retry()
     while True:
         retry.attempts += 1
         try:
-            response = exchange(request)
+            response: Answer = yield Send(request)
         except httpx.TransportError as exc:
             delay = retry.next_delay(None) if _retryable(exc) else None
             if delay is None:
@@ -203,33 +203,22 @@ def send(exchange: Exchange, request: TokenRequest, who: str) -> Answer:
             delay = retry.next_delay(response.headers)
             if delay is None:
                 return response
-            response.close()
             _LOG.info("%s: HTTP %d; retrying in %.2fs", who, response.status_code, delay)
-        time.sleep(delay)
+        yield Pause(delay)
 
 
-async def send_async(client: httpx.AsyncClient, request: TokenRequest, who: str) -> httpx.Response:
-    """`send` for asyncio."""
-    retry = Retry()
-    while True:
-        retry.attempts += 1
-        try:
-            response = await client.send(_build(client, request))
-        except httpx.TransportError as exc:
-            delay = retry.next_delay(None) if _retryable(exc) else None
-            if delay is None:
-                message = _unreachable(who, request, exc, retry.attempts)
-                raise ClientAuthenticationError(message) from None
-            _LOG.info("%s: %s unreachable (%s); retrying in %.2fs", who, request.url, exc, delay)
-        else:
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            delay = retry.next_delay(response.headers)
-            if delay is None:
-                return response
-            await response.aclose()
-            _LOG.info("%s: HTTP %d; retrying in %.2fs", who, response.status_code, delay)
-        await asyncio.sleep(delay)
+def fetch_steps(
+    request: TokenRequest,
+    who: str,
+    scope: str,
+    hint: Callable[[str | None, int], str | None] | None = None,
+) -> Steps[CachedToken]:
+    """One token: send `request` (with retries) and parse the answer."""
+    sent_at = time.time()
+    response = yield from send_steps(request, who)
+    token = parse_token_response(response, request, who, sent_at, hint)
+    _LOG.info("%s: got a token for %s", who, scope)
+    return token
 
 
 # ---------------------------------------------------------------------------------- parsing

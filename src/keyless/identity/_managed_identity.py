@@ -16,6 +16,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from ._base import HttpCredential
+from ._caching import HookT, HttpCore
 from ._config import (
     AZURE_POD_IDENTITY_AUTHORITY_HOST,
     IDENTITY_ENDPOINT,
@@ -158,12 +159,8 @@ class ManagedIdentityFlow(TokenFlow):
         return None
 
 
-class ManagedIdentityCredential(HttpCredential):
-    """The managed identity of the app (``keyless app run``) or machine this code runs on.
-
-    With no argument: the system-assigned identity. ``client_id``, ``object_id`` or
-    ``resource_id`` (at most one) select a user-assigned identity attached to the app.
-    """
+class ManagedIdentityArguments(HttpCore[HookT]):
+    """ManagedIdentityCredential's arguments, the same for the sync and the async class."""
 
     def __init__(
         self,
@@ -171,11 +168,9 @@ class ManagedIdentityCredential(HttpCredential):
         *,
         object_id: str | None = None,
         resource_id: str | None = None,
-        request_hook: RequestHook | None = None,
+        request_hook: HookT | None = None,
     ) -> None:
-        super().__init__(
-            ManagedIdentityFlow(client_id, object_id, resource_id), request_hook=request_hook
-        )
+        self._use(ManagedIdentityFlow(client_id, object_id, resource_id), request_hook)
 
     @property
     def available(self) -> bool:
@@ -183,3 +178,11 @@ class ManagedIdentityCredential(HttpCredential):
         flow = self._flow
         assert isinstance(flow, ManagedIdentityFlow)
         return flow.mode is not None
+
+
+class ManagedIdentityCredential(ManagedIdentityArguments[RequestHook], HttpCredential):
+    """The managed identity of the app (``keyless app run``) or machine this code runs on.
+
+    With no argument: the system-assigned identity. ``client_id``, ``object_id`` or
+    ``resource_id`` (at most one) select a user-assigned identity attached to the app.
+    """

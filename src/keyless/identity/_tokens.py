@@ -7,7 +7,7 @@ azure-core is not a dependency). Their `repr` never shows the token itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 
 class AccessToken(NamedTuple):
@@ -46,3 +46,58 @@ class TokenRequestOptions(TypedDict, total=False):
     claims: str
     tenant_id: str
     enable_cae: bool
+
+
+class AccessTokenLike(Protocol):
+    """azure-core's AccessToken or AccessTokenInfo, or ours."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_on(self) -> int: ...
+
+
+class TokenCredentialLike(Protocol):
+    """Anything with azure-core's `get_token` (Keyless or azure-identity credentials)."""
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessTokenLike: ...
+
+
+class AsyncTokenCredentialLike(Protocol):
+    """Anything with azure-core's async `get_token` (`keyless.identity.aio` or azure-identity's
+    `aio` credentials)."""
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessTokenLike: ...
+
+
+def as_access_token(token: AccessTokenLike) -> AccessToken:
+    """Ours as is (no copy on the warm path); another library's converted."""
+    if type(token) is AccessToken:
+        return token
+    return AccessToken(token.token, token.expires_on)
+
+
+def as_token_info(info: Any) -> AccessTokenInfo:
+    if type(info) is AccessTokenInfo:
+        return info
+    return AccessTokenInfo(
+        info.token,
+        info.expires_on,
+        getattr(info, "token_type", "Bearer") or "Bearer",
+        getattr(info, "refresh_on", None),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._base import HttpCredential
+from ._caching import HookT, HttpCore
 from ._config import (
     AZURE_CLIENT_ID,
     AZURE_FEDERATED_TOKEN_FILE,
@@ -81,23 +82,16 @@ class WorkloadIdentityFlow(ClientCredentialsFlow):
             (assertion,),
         )
 
-    def hint(self, error: str | None, status: int) -> str | None:
-        if error == "invalid_client" or status == 401:
-            return (
-                f"Check that {self.client_id!r} has a federated credential whose issuer, subject "
-                f"and audience match the token in {self.token_file_path!r}, and that the token "
-                "has not expired (`keyless identity federated-credential list`)"
-            )
-        return super().hint(error, status)
+    def refused_hint(self) -> str:
+        return (
+            f"Check that {self.client_id!r} has a federated credential whose issuer, subject "
+            f"and audience match the token in {self.token_file_path!r}, and that the token "
+            "has not expired (`keyless identity federated-credential list`)"
+        )
 
 
-class WorkloadIdentityCredential(HttpCredential):
-    """Workload identity federation: the platform's OIDC token, exchanged for a Keyless token.
-
-    Every argument defaults to its environment variable: ``AZURE_TENANT_ID``,
-    ``AZURE_CLIENT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, and ``AZURE_AUTHORITY_HOST`` for
-    ``authority``.
-    """
+class WorkloadIdentityArguments(HttpCore[HookT]):
+    """WorkloadIdentityCredential's arguments, the same for the sync and the async class."""
 
     def __init__(
         self,
@@ -107,9 +101,18 @@ class WorkloadIdentityCredential(HttpCredential):
         *,
         authority: str | None = None,
         additionally_allowed_tenants: tuple[str, ...] | list[str] = (),
-        request_hook: RequestHook | None = None,
+        request_hook: HookT | None = None,
     ) -> None:
         flow = WorkloadIdentityFlow(
             tenant_id, client_id, token_file_path, authority, additionally_allowed_tenants
         )
-        super().__init__(flow, request_hook=request_hook)
+        self._use(flow, request_hook)
+
+
+class WorkloadIdentityCredential(WorkloadIdentityArguments[RequestHook], HttpCredential):
+    """Workload identity federation: the platform's OIDC token, exchanged for a Keyless token.
+
+    Every argument defaults to its environment variable: ``AZURE_TENANT_ID``,
+    ``AZURE_CLIENT_ID``, ``AZURE_FEDERATED_TOKEN_FILE``, and ``AZURE_AUTHORITY_HOST`` for
+    ``authority``.
+    """

@@ -36,9 +36,9 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from ._chained import AccessTokenLike, TokenCredentialLike
+from ._tokens import AccessTokenLike, AsyncTokenCredentialLike, TokenCredentialLike
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,19 +82,6 @@ _REQUIRED = (("host", "HOST"), ("user", "USER"), ("dbname", "NAME"))
 
 class ConnectionSettingsError(ValueError):
     """The connection keys are missing or malformed; the message names the variable to set."""
-
-
-class AsyncTokenCredentialLike(Protocol):
-    """azure-core's async credential protocol (`keyless.identity.aio` or azure-identity's)."""
-
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessTokenLike: ...
 
 
 AnyTokenCredential = TokenCredentialLike | AsyncTokenCredentialLike

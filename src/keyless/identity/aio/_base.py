@@ -1,32 +1,82 @@
-"""What every async credential shares: azure-core's async credential protocols, the cached
-hit path, one in-flight request per cache key (an asyncio.Lock per event loop), and serving
-the old token while a refresh fails. The cache itself is shared with the sync credentials."""
+"""The async shell: azure-core's async credential protocols, performing by awaiting the steps
+that the shared logic (`.._caching`, `.._delegating`) asks for. A cache key's lock is an
+asyncio.Lock per event loop; the cache itself is shared with the sync credentials."""
 
 from __future__ import annotations
 
-import abc
-import logging
-import time
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
-from .. import _cache
-from .._cache import ENTRIES, CachedToken, CacheKey
-from .._config import single_scope
-from .._errors import ClientAuthenticationError
-from .._flow import TokenFlow
-from .._http import AsyncRequestHook, new_async_client, parse_token_response, send_async
+from .. import _cache, _steps
+from .._caching import CachingCore, HttpCore, token_options
+from .._http import AsyncRequestHook, build, new_async_client
+from .._steps import Drive, Kwargs, Scopes, Step, Steps
 from .._tokens import AccessToken, AccessTokenInfo, TokenRequestOptions
 
-_LOG = logging.getLogger("keyless.identity")
+T = TypeVar("T")
 
 
-class AsyncCredential(abc.ABC):
-    """azure-core's async credential protocols, `close()` and the async context manager."""
+async def run(steps: Steps[T], perform: Callable[[Step], Awaitable[Any]]) -> T:
+    """Perform the steps one after the other, awaiting each, until the logic has its answer."""
+    drive = Drive(steps)
+    while (step := drive.next()) is not None:
+        try:
+            drive.outcome = await perform(step)
+        except BaseException as exc:  # thrown back in where it was asked for, to clean up
+            drive.failure = exc
+    return drive.result
 
-    @abc.abstractmethod
+
+async def perform(step: Step) -> Any:
+    """One step, awaited (AsyncHttpCredential adds sending)."""
+    match step:
+        case _steps.Acquire(key, wait):
+            lock = _cache.async_lock(key)
+            if not wait and lock.locked():  # another task holds it: no waiting
+                return None
+            await lock.acquire()
+            return lock
+        case _steps.Call(function, args, kwargs):
+            return await function(*args, **kwargs)
+        case _steps.Pause(seconds):
+            await asyncio.sleep(seconds)
+            return None
+        case _steps.RunProcess(args, env, timeout):
+            return await _run_process(args, env, timeout)
+    raise TypeError(f"no async way to perform {step!r}")
+
+
+async def _run_process(args: list[str], env: dict[str, str], timeout: float) -> _steps.Completed:
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    return _steps.Completed(
+        process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+    )
+
+
+class AsyncCredential:
+    """azure-core's async credential protocols, `close()` and the async context manager.
+    Keyless's credentials answer through `_token` and `_token_info`; a subclass may instead
+    override `get_token` and `get_token_info` themselves."""
+
     async def get_token(
         self,
         *scopes: str,
@@ -34,15 +84,29 @@ class AsyncCredential(abc.ABC):
         tenant_id: str | None = None,
         enable_cae: bool = False,
         **kwargs: Any,
-    ) -> AccessToken: ...
+    ) -> AccessToken:
+        return await self._token(scopes, claims, tenant_id, enable_cae, kwargs)
 
-    @abc.abstractmethod
     async def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo: ...
+    ) -> AccessTokenInfo:
+        return await self._token_info(scopes, options)
 
-    async def close(self) -> None:  # noqa: B027 - most credentials hold nothing to release
+    async def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
+    ) -> AccessToken:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token")
+
+    async def _token_info(
+        self, scopes: Scopes, options: TokenRequestOptions | None
+    ) -> AccessTokenInfo:
+        raise NotImplementedError(f"{type(self).__name__} implements no get_token_info")
+
+    async def close(self) -> None:
         """Release connections; the credential can still be used (it reconnects)."""
+
+    async def _perform(self, step: Step) -> Any:
+        return await perform(step)
 
     async def __aenter__(self) -> Self:
         return self
@@ -56,114 +120,30 @@ class AsyncCredential(abc.ABC):
         await self.close()
 
 
-class AsyncCachingCredential(AsyncCredential):
-    """An async credential whose tokens live in the process-wide cache (see CachingCredential)."""
+class AsyncCachingCredential(CachingCore, AsyncCredential):
+    """An async credential whose tokens live in the process-wide cache (see `.._caching`)."""
 
-    _cache_id: str
-    _tenant_id: str = ""
-
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
+    async def _token(
+        self, scopes: Scopes, claims: str | None, tenant_id: str | None, cae: bool, extra: Kwargs
     ) -> AccessToken:
-        if claims is None and len(scopes) == 1:
-            key = (self._cache_id, tenant_id or self._tenant_id, scopes[0], enable_cae)
-            entry = ENTRIES.get(key)
-            if entry is not None and time.time() < entry.refresh_at:
-                return entry.access_token
-        return (await self._get(scopes, claims, tenant_id, enable_cae)).access_token
+        entry = self._cached(scopes, claims, tenant_id, cae)
+        if entry is None:
+            entry = await run(self._get(scopes, claims, tenant_id, cae), self._perform)
+        return entry.access_token
 
-    async def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
+    async def _token_info(
+        self, scopes: Scopes, options: TokenRequestOptions | None
     ) -> AccessTokenInfo:
-        if not options and len(scopes) == 1:
-            entry = ENTRIES.get((self._cache_id, self._tenant_id, scopes[0], False))
-            if entry is not None and time.time() < entry.refresh_at:
-                return entry.info
-        options = options or {}
-        fetched = await self._get(
-            scopes,
-            options.get("claims") or None,
-            options.get("tenant_id") or None,
-            bool(options.get("enable_cae", False)),
-        )
-        return fetched.info
-
-    def _resolve_tenant(self, tenant_id: str | None) -> str:
-        return tenant_id or self._tenant_id
-
-    @abc.abstractmethod
-    async def _fetch(
-        self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
-    ) -> CachedToken: ...
-
-    async def _get(
-        self, scopes: tuple[str, ...], claims: str | None, tenant_id: str | None, cae: bool
-    ) -> CachedToken:
-        scope = single_scope(scopes)
-        tenant = self._resolve_tenant(tenant_id)
-        key: CacheKey = (self._cache_id, tenant, scope, cae)
-        lock = _cache.async_lock(key)
-        if claims is None:
-            entry = ENTRIES.get(key)
-            now = time.time()
-            if entry is not None and now < entry.refresh_at:
-                return entry
-            if entry is not None and now < entry.usable_until:
-                if lock.locked():  # another task is refreshing: keep using the old token
-                    return entry
-                async with lock:
-                    current = ENTRIES.get(key)
-                    if current is not None and time.time() < current.refresh_at:
-                        return current
-                    try:
-                        fresh = await self._fetch(scope, tenant, claims, cae)
-                    except Exception as exc:
-                        _LOG.warning(
-                            "%s: refreshing the token for %s failed; the cached token stays in "
-                            "use until it expires: %s",
-                            type(self).__name__,
-                            scope,
-                            exc,
-                        )
-                        entry.defer_refresh(time.time())
-                        return entry
-                    _cache.store(key, fresh)
-                    return fresh
-        waited_since = time.monotonic()
-        async with lock:
-            if claims is None:
-                current = _cache.fresh(key)
-                if current is not None:
-                    return current
-                shared = _cache.failure_since(key, waited_since)
-                if shared is not None:
-                    raise shared
-            try:
-                fresh = await self._fetch(scope, tenant, claims, cae)
-            except ClientAuthenticationError as exc:
-                _cache.record_failure(key, exc)
-                raise
-            _cache.store(key, fresh)
-            return fresh
+        entry = self._cached_info(scopes, options)
+        if entry is None:
+            entry = await run(self._get(scopes, *token_options(options)), self._perform)
+        return entry.info
 
 
-class AsyncHttpCredential(AsyncCachingCredential):
-    """An async caching credential that asks an HTTP token service through its `TokenFlow`."""
+class AsyncHttpCredential(HttpCore[AsyncRequestHook], AsyncCachingCredential):
+    """An async caching credential that sends its `TokenFlow`'s requests with httpx."""
 
-    def __init__(self, flow: TokenFlow, *, request_hook: AsyncRequestHook | None = None) -> None:
-        self._flow = flow
-        self._cache_id = flow.cache_id
-        self._tenant_id = flow.tenant_id
-        self._request_hook = request_hook
-        self._client: httpx.AsyncClient | None = None
-
-    def _resolve_tenant(self, tenant_id: str | None) -> str:
-        return self._flow.resolve_tenant(tenant_id)
+    _client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -172,19 +152,13 @@ class AsyncHttpCredential(AsyncCachingCredential):
             )
         return self._client
 
-    async def _fetch(
-        self, scope: str, tenant_id: str, claims: str | None, enable_cae: bool
-    ) -> CachedToken:
-        who = type(self).__name__
-        request = self._flow.request(scope, tenant_id, claims, enable_cae)
-        sent_at = time.time()
-        response = await send_async(self._http(), request, who)
-        try:
-            token = parse_token_response(response, request, who, sent_at, self._flow.hint)
-        finally:
-            await response.aclose()
-        _LOG.info("%s: got a token for %s", who, scope)
-        return token
+    async def _perform(self, step: Step) -> Any:
+        if isinstance(step, _steps.Send):
+            client = self._http()
+            answer = await client.send(build(client, step.request))
+            await answer.aclose()  # read whole: the connection can go back to the pool
+            return answer
+        return await perform(step)
 
     async def close(self) -> None:
         client, self._client = self._client, None
