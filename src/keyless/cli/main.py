@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -88,6 +89,14 @@ def init(
     )
 
 
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 @app.command()
 def serve(
     data_dir: DataDirOption = None,
@@ -99,7 +108,13 @@ def serve(
         list[Path] | None,
         typer.Option(help="Extra CA file to trust when fetching federated issuers' keys."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="info: a line per request (method, path, status, duration; never a query "
+            "string, header or body); warning: only the start banner and problems.",
+        ),
+    ] = LogLevel.info,
     gateway_port: Annotated[
         int | None,
         typer.Option(
@@ -121,7 +136,7 @@ def serve(
         store_url=store_url,
         workers=workers,
         federation_ca=federation_ca or [],
-        log_level=log_level,
+        log_level=log_level.value,
         gateway_port=gateway_port,
     )
     try:

@@ -22,11 +22,14 @@ def resolves(host: str) -> bool:
     return True
 
 
+def _sudo() -> str:
+    return "" if os.geteuid() == 0 else "sudo "  # root may have no sudo at all
+
+
 def fix_for(host: str) -> str:
     """The command (or, for a DNS name, the record) that makes `host` resolve."""
     if host == "localhost" or host.endswith(".localhost"):
-        sudo = "" if os.geteuid() == 0 else "sudo "  # root may have no sudo at all
-        return f"echo '127.0.0.1 {host}' | {sudo}tee -a /etc/hosts"
+        return f"echo '127.0.0.1 {host}' | {_sudo()}tee -a /etc/hosts"
     suffix = host.split(".", 1)[1] if "." in host else host
     return f"a DNS record *.{suffix} pointing at the Keyless server"
 
@@ -47,7 +50,7 @@ def warn_unresolved(vault_urls: list[str]) -> None:
         ]
         if host.endswith(".localhost"):
             lines.append(
-                f"(or, once for every *.localhost name: {'' if os.geteuid() == 0 else 'sudo '}apt-get install libnss-myhostname; "
+                f"(or, once for all *.localhost names: {_sudo()}apt-get install libnss-myhostname; "
                 'see docs/vault.md, "Vault host names on your machine")'
             )
         sys.stderr.write("\n".join(lines) + "\n")
