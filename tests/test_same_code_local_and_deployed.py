@@ -55,6 +55,9 @@ def test_the_same_script_gets_the_users_token_locally_and_the_apps_inside_app_ru
     server.cli("group", "create", "-n", "same")
     app = server.cli_json("app", "create", "-g", "same", "-n", "web", "--assign-identity")
     app_oid = app["identity"]["principalId"]
+    mine = server.cli_json("role", "assignment", "create", "--assignee", "me", "--role", "Reader",
+                           "-g", "same")  # fmt: skip
+    assert mine["principalId"] == me["id"]  # `me`, as printed fixes say
 
     local = _shell(server, f'eval "$(keyless env)" && python {WHOAMI}')
     assert local.returncode == 0, local.stderr[-3000:]

@@ -117,7 +117,7 @@ def store(
                 f"you may not {', '.join(WRITER_ACTIONS[a] for a in missing)} secrets in vault "
                 f"{vault['name']} ({', '.join(missing)}); a connection keeps its client secret "
                 "there and erases it on delete, which needs Vault Administrator on the vault "
-                f'(`keyless role assignment create --assignee ME --role "Vault Administrator" '
+                f'(`keyless role assignment create --assignee me --role "Vault Administrator" '
                 f"--scope {vault['id']}`)"
             )
 

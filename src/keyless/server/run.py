@@ -207,9 +207,9 @@ async def _start_gateway(authority: Authority, port: int) -> Gateway | None:
     except OSError as exc:
         raise ServeError(
             f"cannot start the token gateway on {GATEWAY_HOST}:{port} ({exc.strerror}); is "
-            "another Keyless running? Give another port with `keyless init --gateway-port` "
-            "(PostgreSQL servers enabled for this Keyless name it), or --gateway-port 0 to run "
-            "without it"
+            "another Keyless running? Give another port, e.g. `keyless init --gateway-port "
+            f"{port + 1}` (PostgreSQL servers enabled for this Keyless name it), or "
+            "--gateway-port 0 to run without it"
         ) from None
     return gateway
 
