@@ -1,6 +1,6 @@
 """A service principal connection with a client secret: the secret goes into a vault, the app's
 settings get a vault reference to it (`AZURE_<TARGET>_CLIENTSECRET=@Keyless.Vault(SecretUri=...)`),
-never the secret (DESIGN.md, "what a connection writes").
+never the secret (docs/design.md, "what a connection writes").
 
 `keyless app run` resolves the reference with the app's reference identity (its
 system-assigned identity unless `keyVaultReferenceIdentity` names another), so that identity
