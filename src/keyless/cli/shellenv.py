@@ -89,7 +89,14 @@ def path_export(paths: DataDir, mode: AzShim) -> tuple[str | None, str | None]:
             'instead: eval "$(keyless env --az-shim on)" (undo: --az-shim off)'
         )
     if wanted:
-        write_shim(paths)
+        try:
+            write_shim(paths)
+        except OSError as exc:
+            message = (
+                f"note: cannot write Keyless's stand-in az into {directory} ({exc.strerror}); "
+                "DefaultAzureCredential will not find your Keyless sign-in"
+            )
+            return None, message
         new = os.pathsep.join([str(directory), *rest])
     else:
         new = os.pathsep.join(rest)
