@@ -1,7 +1,7 @@
 """The official Azure client packages get Keyless tokens with configuration only.
 
 `azure-identity` and `msal` run unchanged: the only settings are the authority host and trust
-in the Keyless CA (DESIGN.md, "The compatibility contract"). Every token is checked for the
+in the Keyless CA (docs/design.md, "The compatibility contract"). Every token is checked for the
 claims Azure-written code and resources rely on, and verified the way a resource would, from
 the discovery document alone. Federated credentials are exercised against a real OIDC issuer
 (tests/support/oidc_issuer.py) over HTTPS.

@@ -1,4 +1,4 @@
-"""Service Connector to PostgreSQL, end to end, as a user types it (DESIGN.md, "Service
+"""Service Connector to PostgreSQL, end to end, as a user types it (docs/design.md, "Service
 Connector: what a connection writes").
 
 One world for the module: a real Keyless server (with its token gateway), one PostgreSQL
@@ -379,7 +379,7 @@ def test_configuration_keys_per_identity_kind(world: World) -> None:
 
 
 def expected_values(client_type: str, role: str, port: int) -> dict[str, str]:
-    """DESIGN.md's table. Two deliberate details: go carries the port when it is not 5432 (a
+    """docs/design.md's table. Two deliberate details: go carries the port when it is not 5432 (a
     local server's never is; Azure's form omits it), and dotnet spells the mode as Npgsql does."""
     if client_type in ("python", "none"):
         return {"AZURE_POSTGRESQL_CONNECTIONSTRING": python_string(role, port)}

@@ -1,4 +1,4 @@
-"""Service principal connections with a client secret (issue #6, Connector; DESIGN.md: "a
+"""Service principal connections with a client secret (issue #6, Connector; docs/design.md: "a
 service principal adds _CLIENTID, _TENANTID and, only if the user chose a secret, a vault
 reference (never the secret itself)").
 

@@ -6,7 +6,7 @@ identity wire formats can be driven exactly. They stand in for:
 - a token endpoint that throttles or fails (the real Keyless server does not on demand);
 - the managed identity endpoint of `keyless app run` (App Service protocol) and an IMDS-style
   endpoint, which are being built alongside this library. These doubles only check the wire
-  format of DESIGN.md "The compatibility contract"; the end-to-end tests against the real
+  format of docs/design.md "The compatibility contract"; the end-to-end tests against the real
   host come with it.
 The credentials themselves run unmodified, over real sockets (and real TLS where the
 credential requires https).

@@ -37,7 +37,7 @@ from keyless.store.models import ResourceApi, RoleAssignment, Subscription, Tena
 from keyless.vault.domain import tls_names_for
 
 # The audiences every tenant starts with. The first URI is the canonical `aud`; the rest are the
-# names Azure-written code asks for, mapped to the same resource (DESIGN.md "Tokens").
+# names Azure-written code asks for, mapped to the same resource (docs/design.md "Tokens").
 BUILT_IN_RESOURCE_APIS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "management",

@@ -138,7 +138,8 @@ def _find_certificate(client: ClientRecord, header: dict[str, object]) -> Certif
     raise invalid_client(
         f"the client_assertion was signed by a key that is not registered on application "
         f"{client.app_id} (matched by x5t, x5t#S256 or kid); upload the certificate with "
-        "`keyless ad sp credential reset --cert @cert.pem` or sign with a registered one",
+        f"`keyless ad sp credential reset --id {client.app_id} --cert @cert.pem` or sign with a "
+        "registered one",
         errors.UNKNOWN_CERTIFICATE,
     )
 

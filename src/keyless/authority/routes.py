@@ -1,4 +1,4 @@
-"""The OAuth 2.0 / OpenID Connect routes, on Entra ID's paths (DESIGN.md compatibility contract)."""
+"""The OAuth 2.0 / OpenID Connect routes, on Entra ID's paths (docs/design.md, compatibility)."""
 
 from __future__ import annotations
 

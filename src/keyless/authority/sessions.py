@@ -446,7 +446,7 @@ class DeveloperSignIn:
                 failure = OAuthError(
                     "access_denied",
                     "the sign-in was denied by the user asked to approve it "
-                    "(`keyless login approve --deny`)",
+                    "(`keyless login approve CODE --deny`)",
                     errors.DEVICE_CODE_DENIED,
                 )
             elif row.expires_at <= now:

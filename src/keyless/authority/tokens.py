@@ -13,7 +13,7 @@ import jwt
 from keyless.authority.cache import ResourceInfo, TenantInfo
 from keyless.authority.keys import Signer
 
-# Clients refresh at half the lifetime (DESIGN.md "Tokens"); the skew allowance on nbf keeps a
+# Clients refresh at half the lifetime (docs/design.md "Tokens"); the skew allowance on nbf keeps a
 # token usable at a resource whose clock runs a little behind ours.
 NBF_SKEW_S = 300
 

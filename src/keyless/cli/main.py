@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
-import shlex
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from keyless.authority.config import DataDir, ServerConfig, default_data_dir
-from keyless.cli import ad, admin, gateway, postgres, resources, roles, signin, vault
+from keyless.authority.config import default_data_dir
+from keyless.cli import ad, admin, gateway, postgres, resources, roles, shellenv, signin, vault
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import connection as _connection  # noqa: F401 - adds `keyless app connection`
 from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
 from keyless.cli.options import DataDirOption
 from keyless.cli.output import emit, fail, note
-from keyless.cli.session import endpoint_for
 
 app = typer.Typer(
     name="keyless",
@@ -90,6 +89,14 @@ def init(
     )
 
 
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 @app.command()
 def serve(
     data_dir: DataDirOption = None,
@@ -101,7 +108,13 @@ def serve(
         list[Path] | None,
         typer.Option(help="Extra CA file to trust when fetching federated issuers' keys."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="info: a line per request (method, path, status, duration; never a query "
+            "string, header or body); warning: only the start banner and problems.",
+        ),
+    ] = LogLevel.info,
     gateway_port: Annotated[
         int | None,
         typer.Option(
@@ -123,7 +136,7 @@ def serve(
         store_url=store_url,
         workers=workers,
         federation_ca=federation_ca or [],
-        log_level=log_level,
+        log_level=log_level.value,
         gateway_port=gateway_port,
     )
     try:
@@ -132,48 +145,10 @@ def serve(
         fail(str(exc))
 
 
-@app.command()
-def env(data_dir: DataDirOption = None) -> None:
-    """Print shell exports for this Keyless: `eval "$(keyless env)"`."""
-    paths = DataDir((data_dir or default_data_dir()).expanduser().resolve())
-    if not paths.config.exists():
-        fail(f"{paths.root} is not initialised; run `keyless init` first")
-    endpoint = endpoint_for(paths)
-    tenant = _default_tenant(paths)
-    ca = str(paths.ca_cert)
-    exports = {
-        "KEYLESS_DATA_DIR": str(paths.root),
-        "KEYLESS_ENDPOINT": endpoint,
-        "AZURE_AUTHORITY_HOST": endpoint,
-        "AZURE_TENANT_ID": tenant,
-        "REQUESTS_CA_BUNDLE": ca,
-        "SSL_CERT_FILE": ca,
-    }
-    for name, value in exports.items():
-        print(f"export {name}={shlex.quote(value)}")
-
-
-def _default_tenant(paths: DataDir) -> str:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from keyless.store.engine import open_engine
-    from keyless.store.models import Tenant
-
-    engine = open_engine(ServerConfig.load_or_default(paths).effective_store_url(paths))
-    try:
-        with Session(engine) as session:
-            tenant = session.scalars(select(Tenant.id).where(Tenant.is_default)).first()
-    finally:
-        engine.dispose()
-    if tenant is None:
-        fail("the store has no default tenant; run `keyless init`")
-    return tenant
-
-
 # `keyless login [--use-device-code]`, `keyless login approve CODE` and `keyless logout`.
 app.add_typer(signin.login_app, name="login")
 app.command()(signin.logout)
+app.command()(shellenv.env)
 
 
 def main() -> None:

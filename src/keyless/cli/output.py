@@ -7,9 +7,11 @@ import sys
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-_err = Console(stderr=True, highlight=False)
+# Never wrapped: messages carry commands to copy, and a wrap inside one breaks it.
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit(data: Any, output: str = "json", columns: list[str] | None = None) -> None:
@@ -34,9 +36,10 @@ def _cell(value: Any) -> str:
 
 
 def note(message: str) -> None:
-    _err.print(message)
+    # markup=False: a message is text, and "[system]" in it is an argument, not a style.
+    _err.print(message, markup=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", markup=True)
+    _err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     raise SystemExit(code)

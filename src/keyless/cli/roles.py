@@ -31,6 +31,7 @@ from keyless.cli.resources import (
     subscription_of,
     token_of,
 )
+from keyless.cli.signedin import signed_in_user_id
 
 app = typer.Typer(help="Role-based access control.", no_args_is_help=True)
 definition_app = typer.Typer(help="Role definitions: built-in and custom.", no_args_is_help=True)
@@ -56,7 +57,9 @@ ResourceGroupOption = Annotated[
 AssigneeOption = Annotated[
     str | None,
     typer.Option(
-        "--assignee", help="Object ID, appId, user principal name or display name of the principal."
+        "--assignee",
+        help="Object ID, appId, user principal name or display name of the principal; `me` "
+        "for yourself.",
     ),
 ]
 AssigneeObjectIdOption = Annotated[
@@ -88,6 +91,8 @@ def resolve_assignee(data_dir: Any, assignee: str) -> dict[str, Any]:
     """{id, type, displayName} of the one principal that `assignee` names."""
     if not assignee.strip() or "/" in assignee or not assignee.strip("."):
         fail(f"no user, group or service principal matches {assignee[:100]!r}")
+    if assignee.strip().lower() == "me":  # as Microsoft Graph's /me: the signed-in user
+        assignee = signed_in_user_id(data_dir)
     return dict(
         call(
             data_dir, "GET", f"/providers/Keyless.Directory/principals/{quote(assignee, safe='@')}"

@@ -413,3 +413,14 @@ class ApiClient:
                 message = response.text
             raise CliError(f"{message} (HTTP {response.status_code})")
         return response.json() if response.content else None
+
+
+def signed_in_object_id(paths: DataDir) -> str:
+    """The signed-in user's object ID (`oid` of the CLI's own management token; the server
+    checks that token on every call, so reading it unverified here only picks a name)."""
+    record = signed_in(paths)
+    claims = jwt.decode(record["accessToken"], options={"verify_signature": False})
+    oid = claims.get("oid")
+    if not isinstance(oid, str) or not oid:
+        raise CliError("the sign-in's token names no user; sign in again with `keyless login`")
+    return oid

@@ -47,6 +47,7 @@ from keyless.cli.session import (
     is_remote,
     resource_token,
 )
+from keyless.cli.vaulthosts import warn_unresolved
 from keyless.vault.client import (
     SECRET_NAME,
     VAULT_NAME,
@@ -107,6 +108,9 @@ def vault_create(
         body["properties"]["softDeleteRetentionInDays"] = retention_days
     created = call(data_dir, "PUT", resource_path(sub, group, VAULT_TYPE, name), body)
     show(app_json(created), output, VAULT_COLUMNS, _vault_row)
+    vault_uri = created.get("properties", {}).get("vaultUri")
+    if vault_uri:
+        warn_unresolved([str(vault_uri)])
 
 
 @vault_app.command("list")

@@ -1,6 +1,6 @@
 """A service principal connection with a client secret: the secret goes into a vault, the app's
 settings get a vault reference to it (`AZURE_<TARGET>_CLIENTSECRET=@Keyless.Vault(SecretUri=...)`),
-never the secret (DESIGN.md, "what a connection writes").
+never the secret (docs/design.md, "what a connection writes").
 
 `keyless app run` resolves the reference with the app's reference identity (its
 system-assigned identity unless `keyVaultReferenceIdentity` names another), so that identity
@@ -117,7 +117,7 @@ def store(
                 f"you may not {', '.join(WRITER_ACTIONS[a] for a in missing)} secrets in vault "
                 f"{vault['name']} ({', '.join(missing)}); a connection keeps its client secret "
                 "there and erases it on delete, which needs Vault Administrator on the vault "
-                f'(`keyless role assignment create --assignee ME --role "Vault Administrator" '
+                f'(`keyless role assignment create --assignee me --role "Vault Administrator" '
                 f"--scope {vault['id']}`)"
             )
 

@@ -1,4 +1,4 @@
-"""The configuration keys a connection writes into the app's settings (DESIGN.md, "Service
+"""The configuration keys a connection writes into the app's settings (docs/design.md, "Service
 Connector: what a connection writes").
 
 Keys are `AZURE_<TARGET>_<NAME>`; a second connection to the same target type gets

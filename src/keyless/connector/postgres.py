@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from keyless.access.scopes import parse_scope
 from keyless.connector.keys import postgres_values
 from keyless.connector.plan import Plan
 from keyless.connector.target import (
@@ -84,8 +85,9 @@ class PostgresTarget:
             if not database_exists(admin, database):
                 raise PgAdminError(
                     f"database {database!r} does not exist on server {server['name']!r}; create "
-                    f"it first (`keyless postgres db create --server {server['name']} --name "
-                    f"{database}`)"
+                    "it first (`keyless postgres db create -g "
+                    f"{parse_scope(server['id']).resource_group} --server {server['name']} "
+                    f"--name {database}`)"
                 )
 
         plan.step(f"find database {database!r}", check_database)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.access.scopes import parse_scope
 from keyless.connector import clientsecret
 from keyless.connector.clientsecret import ClientSecret
 from keyless.connector.keys import apply_customized, prefixed
@@ -122,6 +123,8 @@ def _reference_identity(
     identity = app.get("identity") or {}
     users: dict[str, Any] = dict(identity.get("userAssignedIdentities") or {})
     named = str((app.get("properties") or {}).get("keyVaultReferenceIdentity") or "")
+    where = parse_scope(app_path)
+    app_args = f"-g {where.resource_group} -n {where.resource_names[-1]}"
     if named and named.lower() != "systemassigned":
         for resource_id, info in users.items():
             if resource_id.lower() == named.lower():
@@ -129,8 +132,8 @@ def _reference_identity(
         raise ConnectionError_(
             f"the app's keyVaultReferenceIdentity names {named}, which is not assigned to the "
             "app, so `keyless app run` could not read the client secret; assign it (`keyless app "
-            "identity assign`) or name another (`keyless app create --key-vault-reference-"
-            "identity NAME_OR_ID`, or [system])"
+            f"identity assign {app_args} --identities {named}`) or name another (`keyless app "
+            f"create {app_args} --key-vault-reference-identity NAME_OR_ID`, or [system])"
         )
     if "principalId" in identity:
         return str(identity["principalId"]), "the app's system-assigned identity"

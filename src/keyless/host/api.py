@@ -61,7 +61,7 @@ def select_identity(identity: dict[str, Any] | None, selector: dict[str, str]) -
         400,
         "IdentityNotAssigned",
         f"the identity with {kind}={value[:200]} is not assigned to this app; attach it with "
-        "`keyless app identity assign --identities ID`",
+        "`keyless app identity assign -g RG -n APP --identities ID`",
     )
 
 

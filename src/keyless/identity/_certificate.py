@@ -69,7 +69,7 @@ def load_certificate(data: bytes, password: bytes | None, source: str) -> Loaded
 
     expected = (
         f"{source} must hold a certificate and its private key: a PEM file (as "
-        "`keyless ad sp create-for-rbac --create-cert` writes) or a PKCS#12 (.pfx) file"
+        "`keyless ad sp create-for-rbac --name NAME --create-cert` writes) or a PKCS#12 (.pfx) file"
     )
     try:
         key, certificates = _parse(data, password)

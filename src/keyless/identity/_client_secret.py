@@ -23,7 +23,8 @@ class ClientSecretFlow(ClientCredentialsFlow):
         if not client_secret:
             raise ValueError(
                 "client_secret is required (AZURE_CLIENT_SECRET): the secret "
-                "`keyless ad sp create-for-rbac --secret` printed once. Better: use a managed "
+                "`keyless ad sp create-for-rbac --name NAME --secret` printed once. Better: use a "
+                "managed "
                 "identity, a certificate or workload identity, and no secret at all"
             )
         self._secret = client_secret

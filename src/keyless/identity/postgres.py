@@ -149,8 +149,7 @@ def _parse_connection_string(name: str, text: str) -> dict[str, Any]:
     if text.lower().startswith("jdbc:"):
         raise ConnectionSettingsError(
             f"{name} is a JDBC URL (the java client type); this helper needs the python form "
-            f"'{_EXAMPLE}', which `keyless app connection create postgres --client-type python` "
-            "(or none) writes"
+            f"'{_EXAMPLE}', which a connection with --client-type python (or none) writes"
         )
     try:
         params = conninfo_to_dict(text)

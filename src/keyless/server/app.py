@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,6 +30,7 @@ from keyless.server.arm import ArmApi
 from keyless.server.errors import ErrorBoundary
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
+from keyless.server.requestlog import RequestLog
 from keyless.store.engine import open_engine
 from keyless.vault.api import VaultHosts, VaultService
 from keyless.vault.domain import VaultDomain
@@ -115,5 +117,10 @@ def authority_from_env() -> Authority:
     )
 
 
-def create_app_from_env() -> Starlette:
-    return create_app(authority_from_env())
+def with_request_log(app: Starlette) -> Any:
+    """The app, wrapped in the request log unless `keyless serve --log-level` is above info."""
+    return RequestLog(app) if os.environ.get("KEYLESS_SERVE_LOG_REQUESTS") else app
+
+
+def create_app_from_env() -> Any:
+    return with_request_log(create_app(authority_from_env()))

@@ -38,7 +38,8 @@ from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
 from keyless.server import loop
-from keyless.server.app import authority_from_env, create_app
+from keyless.server.app import authority_from_env, create_app, with_request_log
+from keyless.server.requestlog import LEVELS, banner, logs_requests
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
@@ -59,11 +60,11 @@ class ServeOptions:
     store_url: str | None = None
     workers: int = 1
     federation_ca: list[Path] | None = None
-    log_level: str = "warning"
+    log_level: str = "info"  # info logs every request (keyless.server.requestlog)
     gateway_port: int | None = None  # None: the data directory's (8389 unless init said); 0: off
 
 
-def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
+def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str, str | None]:
     paths = DataDir(options.data_dir.expanduser().resolve())
     if not paths.master_key.exists():
         raise ServeError(f"{paths.root} is not a Keyless data directory; run `keyless init` first")
@@ -79,6 +80,7 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
                     "the store has no tenant; run `keyless init` with the same --store-url"
                 )
             _check_master_key(session, master)
+            tenant = session.scalars(select(Tenant.id).where(Tenant.is_default)).first()
     finally:
         engine.dispose()
     tls = TlsFiles.in_dir(paths.root)
@@ -90,7 +92,7 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str]:
     if server_certificate_needs_renewal(tls, wanted):
         names = list(dict.fromkeys([*server_certificate_names(tls), *wanted]))
         issue_server_certificate(tls, master, names)
-    return paths, config, store_url, endpoint
+    return paths, config, store_url, endpoint, tenant
 
 
 def _check_master_key(session: Session, master: MasterKey) -> None:
@@ -126,7 +128,9 @@ def _uvicorn_settings(paths: DataDir, master: MasterKey, options: ServeOptions) 
         "ssl_certfile": str(tls.server_cert),
         "ssl_keyfile": str(tls.server_key),
         "ssl_keyfile_password": server_key_password(master),
-        "log_level": options.log_level,
+        # uvicorn's own messages (startup, errors) only from warning up unless debugging; the
+        # request log is Keyless's (requestlog), which leaves secrets out.
+        "log_level": "debug" if options.log_level == "debug" else "warning",
         "access_log": False,
         "http": "httptools",
         "loop": "uvloop",
@@ -139,12 +143,13 @@ def _uvicorn_settings(paths: DataDir, master: MasterKey, options: ServeOptions) 
 
 
 def serve(options: ServeOptions) -> None:
-    paths, config, store_url, endpoint = _prepare(options)
+    paths, config, store_url, endpoint, tenant = _prepare(options)
     host = options.host or config.host
     port = options.port if options.port is not None else config.port
     os.environ["KEYLESS_DATA_DIR"] = str(paths.root)
     os.environ["KEYLESS_SERVE_STORE_URL"] = store_url
     os.environ["KEYLESS_SERVE_ENDPOINT"] = endpoint
+    os.environ["KEYLESS_SERVE_LOG_REQUESTS"] = "1" if logs_requests(options.log_level) else ""
     os.environ["KEYLESS_FEDERATION_CA"] = os.pathsep.join(
         str(p) for p in options.federation_ca or []
     )
@@ -155,6 +160,10 @@ def serve(options: ServeOptions) -> None:
     if gateway_port:
         state["gateway"] = {"host": GATEWAY_HOST, "port": gateway_port, "scheme": "ldap"}
     paths.server_state.write_text(json.dumps(state) + "\n")
+    if LEVELS.index(options.log_level) <= LEVELS.index("warning"):
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        gateway = f"{GATEWAY_HOST}:{gateway_port}" if gateway_port else None
+        banner(endpoint, listen, tenant, gateway, str(paths.login_socket))
     try:
         if options.workers > 1:
             sock.close()  # uvicorn binds it again for its workers; we only checked it is free
@@ -198,9 +207,9 @@ async def _start_gateway(authority: Authority, port: int) -> Gateway | None:
     except OSError as exc:
         raise ServeError(
             f"cannot start the token gateway on {GATEWAY_HOST}:{port} ({exc.strerror}); is "
-            "another Keyless running? Give another port with `keyless init --gateway-port` "
-            "(PostgreSQL servers enabled for this Keyless name it), or --gateway-port 0 to run "
-            "without it"
+            "another Keyless running? Give another port, e.g. `keyless init --gateway-port "
+            f"{port + 1}` (PostgreSQL servers enabled for this Keyless name it), or "
+            "--gateway-port 0 to run without it"
         ) from None
     return gateway
 
@@ -212,7 +221,7 @@ async def _serve_single(
     gateway = await _start_gateway(authority, gateway_port)
     login = await serve_login_socket(authority, paths.login_socket)
     try:
-        config = uvicorn.Config(create_app(authority), **settings)
+        config = uvicorn.Config(with_request_log(create_app(authority)), **settings)
         await _Server(config, paths).serve(sockets=[sock])
     finally:
         login.close()
