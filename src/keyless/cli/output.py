@@ -1,36 +1,123 @@
-"""Printing results: JSON by default (as `az`), a Rich table with `--output table`."""
+"""Printing results, as `az` prints them: `--query` (JMESPath) picks from the result, then
+`--output` writes it as json (the default), jsonc, table, tsv, yaml or nothing.
+
+Every command prints its result through `emit`, so every command renders the same way; the
+two options themselves are added to every command by `keyless.cli.global_options`, which calls
+`begin` with their values before the command runs.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import jmespath
+from jmespath.exceptions import (
+    IncompleteExpressionError,
+    JMESPathError,
+    LexerError,
+    ParseError,
+)
+from jmespath.parser import ParsedResult
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+
+from keyless.cli.render import (
+    FORMATS,
+    TableRows,
+    as_json,
+    as_tsv,
+    as_yaml,
+    print_jsonc,
+    table_of,
+)
 
 _err = Console(stderr=True, highlight=False)
 
 
-def emit(data: Any, output: str = "json", columns: list[str] | None = None) -> None:
-    if output == "table":
-        rows = data if isinstance(data, list) else [data]
-        keys = columns or (list(rows[0].keys()) if rows and isinstance(rows[0], dict) else [])
-        table = Table(*keys)
-        for row in rows:
-            table.add_row(*(_cell(row.get(k)) for k in keys))
-        # Piped or redirected, there is no width to fit: never cut IDs short with "…".
-        (Console() if sys.stdout.isatty() else Console(width=100_000)).print(table)
+@dataclass
+class _Invocation:
+    """What the command line asked of this run's output (one command per process)."""
+
+    output: str | None = None
+    query: ParsedResult | None = None
+
+
+_invocation = _Invocation()
+
+
+def begin(output: str | None, query: str | None) -> None:
+    """Record the command line's --output and --query. A query that does not parse stops here,
+    before the command runs, so a typo in it never leaves a write half-reported."""
+    if output is not None and output.lower() not in FORMATS:
+        fail(f"--output {output[:50]!r} is not a format; use one of {', '.join(FORMATS)}")
+    _invocation.output = output.lower() if output is not None else None
+    _invocation.query = compile_query(query) if query is not None else None
+
+
+def compile_query(expression: str) -> ParsedResult:
+    try:
+        return jmespath.compile(expression)
+    except JMESPathError as exc:
+        fail(escape(describe_query_error(expression, exc)))
+
+
+def describe_query_error(expression: str, exc: JMESPathError) -> str:
+    """What is wrong with the expression and where, with a caret under the place."""
+    if not isinstance(exc, ParseError):
+        return f"--query is empty: give a JMESPath expression, e.g. --query id{_NOTHING_DONE}"
+    column = exc.lex_position if isinstance(exc.lex_position, int) else len(expression)
+    if isinstance(exc, IncompleteExpressionError):
+        reason = "it ends before the expression is complete"
+    elif isinstance(exc, LexerError):
+        reason = f"{exc.token_value!r} is not a JMESPath token (unknown or unterminated)"
+    else:
+        reason = str(exc.msg)
+    return (
+        f"--query {expression!r} is not valid JMESPath: {reason} (column {column})\n"
+        f"  {expression}\n  {' ' * column}^{_NOTHING_DONE}"
+    )
+
+
+_NOTHING_DONE = (
+    '\nnothing was done. JMESPath examples: --query id, --query "[].name", '
+    '--query "{name:name, id:id}" (https://jmespath.org)'
+)
+
+
+def emit(
+    data: Any,
+    output: str | None = None,
+    columns: list[str] | None = None,
+    table: TableRows | None = None,
+) -> None:
+    """Print a command's result. `columns` and `table` shape `-o table` only (as az's table
+    transformers do), and only when no --query reshaped the result."""
+    fmt = _invocation.output or (output or "json").lower()
+    query = _invocation.query
+    if query is not None:
+        try:
+            data = query.search(data)
+        except JMESPathError as exc:
+            fail(escape(f"--query could not be applied to the result: {exc}"))
+        if data is None:
+            return  # as az: a query that selects nothing prints nothing
+        columns, table = None, None
+    if fmt == "none":
         return
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
+    if fmt == "table":
+        # Piped or redirected, there is no width to fit: never cut IDs short with "…".
+        console = Console() if sys.stdout.isatty() else Console(width=100_000)
+        console.print(table_of(data, columns, table))
+    elif fmt == "tsv":
+        sys.stdout.write(as_tsv(data))
+    elif fmt == "yaml":
+        sys.stdout.write(as_yaml(data))
+    elif fmt == "jsonc":
+        print_jsonc(data, Console(highlight=False))
+    else:
+        sys.stdout.write(as_json(data))
 
 
 def note(message: str) -> None:
