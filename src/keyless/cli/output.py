@@ -9,6 +9,7 @@ two options themselves are added to every command by `keyless.cli.global_options
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -118,6 +119,20 @@ def emit(
         print_jsonc(data, Console(highlight=False))
     else:
         sys.stdout.write(as_json(data))
+
+
+def show(
+    data: Any,
+    output: str | None,
+    columns: list[str],
+    row: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """JSON as the API shapes it; for `-o table`, one flat `row` per item."""
+    if row is None:
+        emit(data, output, columns)
+        return
+    rows = row  # bound for the closure below, narrowed
+    emit(data, output, columns, lambda d: [rows(i) for i in (d if isinstance(d, list) else [d])])
 
 
 def note(message: str) -> None:
