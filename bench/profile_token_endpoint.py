@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import token_endpoint as tb
+from harness.wrk import ensure_wrk
 
 # First match wins, tested against the frames of a stack from the leaf up: a sample is charged
 # to the innermost frame that names a bucket.
@@ -185,7 +186,7 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         sys.exit("py-spy is missing: .venv/bin/pip install py-spy")
-    tb.ensure_wrk(False)
+    ensure_wrk(False, "bench/profile_token_endpoint.py")
     args.out.mkdir(parents=True, exist_ok=True)
 
     bench_args = tb.parse_args(

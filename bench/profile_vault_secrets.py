@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import profile_token_endpoint as pt
 import token_endpoint as tb
 import vault_secrets as vb
+from harness.wrk import ensure_wrk
 
 
 def main() -> int:
@@ -42,7 +43,7 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         sys.exit("py-spy is missing: .venv/bin/pip install py-spy")
-    tb.ensure_wrk(False)
+    ensure_wrk(False, "bench/profile_vault_secrets.py")
     args.out.mkdir(parents=True, exist_ok=True)
     with tb.running_server(args.workers, keep=False) as server:
         world = vb.build_world(server)
