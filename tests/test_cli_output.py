@@ -102,26 +102,42 @@ def test_every_command_that_prints_a_result_takes_query_and_output() -> None:
     assert missing == []
 
 
-def test_version_and_completion_script() -> None:
+def test_version() -> None:
     from importlib.metadata import version
 
     out = subprocess.run([*KEYLESS, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout == f"keyless {version('keyless')}\n"
 
+
+def test_completion_installs_with_one_command_and_completes(tmp_path: Path) -> None:
     script = subprocess.run(
         [*KEYLESS, "--show-completion", "bash"], capture_output=True, text=True, check=True
     ).stdout
     assert "_KEYLESS_COMPLETE=complete_bash" in script and "complete " in script
 
-    # What the installed script asks the CLI when Tab is pressed after `keyless gro`.
-    env = {**os.environ, "_KEYLESS_COMPLETE": "complete_bash"}
+    # As the README says: one command, then a new shell completes `keyless ...` on Tab.
+    bin_dir = str(Path(KEYLESS[0]).parent)
+    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    installed = subprocess.run(
+        [*KEYLESS, "--install-completion"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "bash completion installed" in installed.stdout
     for words, cword, expected in (
-        ("keyless gro", "1", "group"),
-        ("keyless identity create --qu", "3", "--query"),
+        ("keyless gro", 1, "group"),
+        ("keyless identity cr", 2, "create"),
+        ("keyless identity create --qu", 3, "--query"),
     ):
-        env.update(COMP_WORDS=words, COMP_CWORD=cword)
-        done = subprocess.run(KEYLESS, env=env, capture_output=True, text=True, check=True)
-        assert expected in done.stdout.split(), done.stdout
+        shell = (
+            "source ~/.bashrc\n"
+            f"COMP_WORDS=({words}); COMP_CWORD={cword}\n"
+            "_keyless_completion keyless\n"
+            'printf "%s\\n" "${COMPREPLY[@]}"\n'
+        )
+        done = subprocess.run(
+            ["bash", "-c", shell], env=env, capture_output=True, text=True, check=True
+        )
+        assert expected in done.stdout.split(), (words, done.stdout, done.stderr)
 
 
 # ------------------------------------------------------------------- against a real server
