@@ -244,6 +244,9 @@ def test_a_bad_query_says_what_is_wrong_and_writes_nothing(
     assert "'~' is not a JMESPath token" in message and "column 2" in message
     message = refused(server, f"identity create -g {group} -n {name} --query ''")
     assert "--query is empty" in message
+    # A misspelt function parses; it is caught before the command runs all the same.
+    message = refused(server, f'identity create -g {group} -n {name} --query "lenght(@)"')
+    assert "calls lenght(), which JMESPath does not have" in message and "length" in message
     # None of them created the identity.
     assert kl(server, f'identity list -g {group} --query "[].name"') == []
 

@@ -20,6 +20,7 @@ from jmespath.exceptions import (
     LexerError,
     ParseError,
 )
+from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 from rich.console import Console
 from rich.markup import escape
@@ -57,11 +58,38 @@ def begin(output: str | None, query: str | None) -> None:
     _invocation.query = compile_query(query) if query is not None else None
 
 
+_NOTHING_DONE = (
+    '\nnothing was done. JMESPath examples: --query id, --query "[].name", '
+    '--query "{name:name, id:id}" (https://jmespath.org)'
+)
+_FUNCTIONS = frozenset(Functions().FUNCTION_TABLE)
+
+
 def compile_query(expression: str) -> ParsedResult:
+    """The expression, parsed; its syntax and the functions it names are checked here, so a
+    typo stops the command before it does anything."""
     try:
-        return jmespath.compile(expression)
+        parsed = jmespath.compile(expression)
     except JMESPathError as exc:
         fail(escape(describe_query_error(expression, exc)))
+    unknown = sorted(_function_names(dict(parsed.parsed)) - _FUNCTIONS)
+    if unknown:
+        fail(
+            escape(
+                f"--query {expression!r} calls {', '.join(f'{n}()' for n in unknown)}, which "
+                f"JMESPath does not have; its functions are {', '.join(sorted(_FUNCTIONS))}"
+                f"{_NOTHING_DONE}"
+            )
+        )
+    return parsed
+
+
+def _function_names(node: dict[str, Any]) -> set[str]:
+    names = {str(node["value"])} if node.get("type") == "function_expression" else set()
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            names |= _function_names(child)
+    return names
 
 
 def describe_query_error(expression: str, exc: JMESPathError) -> str:
@@ -81,12 +109,6 @@ def describe_query_error(expression: str, exc: JMESPathError) -> str:
     )
 
 
-_NOTHING_DONE = (
-    '\nnothing was done. JMESPath examples: --query id, --query "[].name", '
-    '--query "{name:name, id:id}" (https://jmespath.org)'
-)
-
-
 def emit(
     data: Any,
     output: str | None = None,
@@ -101,7 +123,7 @@ def emit(
         try:
             data = query.search(data)
         except JMESPathError as exc:
-            fail(escape(f"--query could not be applied to the result: {exc}"))
+            fail(escape(f"the command ran, but --query could not be applied to its result: {exc}"))
         if data is None:
             return  # as az: a query that selects nothing prints nothing
         columns, table = None, None
@@ -131,8 +153,12 @@ def show(
     if row is None:
         emit(data, output, columns)
         return
-    rows = row  # bound for the closure below, narrowed
-    emit(data, output, columns, lambda d: [rows(i) for i in (d if isinstance(d, list) else [d])])
+    flat = row
+
+    def rows(result: Any) -> list[dict[str, Any]]:
+        return [flat(item) for item in (result if isinstance(result, list) else [result])]
+
+    emit(data, output, columns, rows)
 
 
 def note(message: str) -> None:
