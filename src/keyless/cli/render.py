@@ -10,9 +10,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-import yaml
 from rich.console import Console
-from rich.json import JSON
 from rich.table import Table
 
 OutputFormat = Literal["json", "jsonc", "table", "tsv", "yaml", "none"]
@@ -28,6 +26,8 @@ def as_json(data: Any) -> str:
 
 
 def as_yaml(data: Any) -> str:
+    import yaml  # only when asked for: every command line would pay for it otherwise
+
     # Keys in the order the API gives them, as the JSON output has them.
     return str(yaml.safe_dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False))
 
@@ -66,6 +66,8 @@ def print_jsonc(data: Any, console: Console) -> None:
     if not console.is_terminal:
         console.file.write(as_json(data))
         return
+    from rich.json import JSON  # only when asked for, as yaml
+
     console.print(JSON(json.dumps(data), indent=2), soft_wrap=True)
 
 
