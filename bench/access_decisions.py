@@ -48,13 +48,10 @@ import argparse
 import contextlib
 import gc
 import json
-import os
-import platform
 import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +64,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.machine import busy_pct, log, machine_info, wait_until_idle  # noqa: E402
+from harness.report import publish, report  # noqa: E402
+from harness.server import running_server  # noqa: E402
+from harness.wrk import ensure_wrk, run_script  # noqa: E402
 from sqlalchemy import Engine, insert  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -91,7 +92,6 @@ from keyless.store.models import (  # noqa: E402
 
 LUA = Path(__file__).resolve().parent / "access_api.lua"
 RESULTS = Path(__file__).resolve().parent / "results" / "access.json"
-MARKER = "KEYLESS_BENCH_JSON "
 TARGET_P99_US = 100.0
 BATCH = 5000
 
@@ -101,93 +101,6 @@ N_SERVICE_PRINCIPALS = 5_000
 N_ASSIGNMENTS = 100_000
 N_SUBSCRIPTIONS = 20
 N_RESOURCE_GROUPS = 2_000
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# The machine
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_total = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_total = line.split(":", 1)[1].strip()
-    wrk_version = ""
-    if shutil.which("wrk"):
-        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
-        text = (out.stdout or out.stderr).strip()
-        wrk_version = text.splitlines()[0] if text else ""
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "memory": mem_total,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "wrk": wrk_version,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "keyless_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str:
-    # Read-only: rev-parse, and status with optional locks off so the index is never rewritten.
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=all", "src"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{head}{'+dirty' if dirty else ''}"
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_pct(seconds: float = 2.0) -> float:
-    cores = os.cpu_count() or 1
-    b0 = machine_busy_seconds()
-    time.sleep(seconds)
-    return round(100 * (machine_busy_seconds() - b0) / seconds / cores, 1)
-
-
-def wait_until_idle(max_wait_s: float, busy_pct: float = 15.0) -> float:
-    """On a shared machine: wait (at most max_wait_s) until the cores have been at most
-    busy_pct busy for 3 s. Returns the busy percentage last seen."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        pct = machine_busy_pct(3.0)
-        if pct <= busy_pct or time.monotonic() >= deadline:
-            return pct
-        log(f"machine {pct:.0f}% busy with other work; waiting for it to calm down")
 
 
 def rss_kib() -> int:
@@ -906,7 +819,7 @@ def prepare(
 def run_access(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data, engine, decisions, counts, insert_s = prepare(args.seed, args.decisions, work)
     categories = sorted({d[4] for d in decisions})
-    busy = wait_until_idle(args.wait_idle) if args.wait_idle > 0 else machine_busy_pct()
+    busy = wait_until_idle(args.wait_idle) if args.wait_idle > 0 else busy_pct()
     log(f"  machine {busy}% busy with other work before timing")
 
     access = AccessEngine(engine)
@@ -1117,58 +1030,10 @@ def _count(values: Any) -> dict[str, int]:
 # Part 2: the management API
 
 
-def server_pids(session_id: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[3]) == session_id:
-            found.append(int(entry.name))
-    return found
-
-
-def server_cpu_s(session_id: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in server_pids(session_id):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
 def run_wrk(
     url: str, connections: int, duration: float, script_args: list[str], timeout_s: float
 ) -> dict[str, Any]:
-    cmd = [
-        "wrk",
-        "-c",
-        str(connections),
-        "-t",
-        str(min(connections, 2)),
-        "-d",
-        f"{max(1, round(duration))}s",
-        "--timeout",
-        f"{timeout_s}s",
-        "-s",
-        str(LUA),
-        url,
-        "--",
-        *script_args,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
-    for line in result.stdout.splitlines():
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER) :])
-    raise RuntimeError(f"wrk gave no result (exit {result.returncode}): {result.stderr[-2000:]}")
+    return run_script(url, LUA, connections, duration, script_args, timeout_s, latency=False)
 
 
 def audit_count(db: Path, action: str) -> int:
@@ -1193,10 +1058,8 @@ def settled_audit_count(db: Path, action: str, max_wait_s: float = 15.0) -> int:
 
 
 def run_api(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from tests.support.server import running_server
-
     out: dict[str, Any] = {
-        "how": "keyless serve (tests/support/server.py: keyless init + serve in a fresh data "
+        "how": "keyless serve (bench/harness/server.py: keyless init + serve in a fresh data "
         "directory, SQLite WAL store), the admin's token from `keyless login` (Owner at /), "
         "wrk over HTTPS keep-alive (-t min(c,2)), one TLS session per connection",
         "duration_s": args.duration,
@@ -1206,11 +1069,10 @@ def run_api(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     put_action = "Keyless.Resources/subscriptions/resourceGroups/write"
     for workers in args.workers:
-        data_dir = work / f"api-w{workers}" / "data"
-        data_dir.parent.mkdir(parents=True)
         log(f"api: starting keyless serve --workers {workers} ...")
-        with running_server(data_dir, workers=workers) as server:
-            busy = wait_until_idle(args.wait_idle) if args.wait_idle > 0 else machine_busy_pct()
+        with running_server(workers, args.keep, prefix="keyless-bench-access-api-") as server:
+            data_dir = server.data_dir
+            busy = wait_until_idle(args.wait_idle) if args.wait_idle > 0 else busy_pct()
             out.setdefault("machine_busy_pct_before", {})[f"workers_{workers}"] = busy
             token = server.admin_token()
             token_file = data_dir.parent / "token"
@@ -1282,18 +1144,17 @@ def run_api(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             log(f"  sequential keep-alive (httpx): {probe}")
             # Warm every worker (imports, caches, the access index) before timing.
             run_wrk(base + app_path, 4, 2, [str(token_file), "GET"], args.timeout)
-            sid = server.process.pid if server.process else 0
             for name, path, script in scenarios:
                 for c in args.connections:
                     audits0 = settled_audit_count(db, put_action)
                     warm = run_wrk(
                         base + path, c, args.warmup, [str(token_file), *script], args.timeout
                     )
-                    cpu0 = server_cpu_s(sid)
+                    cpu0 = server.cpu_seconds()
                     raw = run_wrk(
                         base + path, c, args.duration, [str(token_file), *script], args.timeout
                     )
-                    cpu1 = server_cpu_s(sid)
+                    cpu1 = server.cpu_seconds()
                     audits1 = settled_audit_count(db, put_action)
                     seconds = raw["duration_us"] / 1e6
                     lat = raw["latency_us"]
@@ -1414,37 +1275,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.skip_api and not shutil.which("wrk"):
-        sys.exit(
-            "part 2 needs wrk on PATH (Debian/Ubuntu: apt-get install -y wrk), or pass --skip-api"
-        )
+    if not args.skip_api:
+        ensure_wrk(False, "bench/access_decisions.py (part 2; or pass --skip-api)")
     import signal
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop servers
 
     signal.signal(signal.SIGTERM, stop)
-    report: dict[str, Any] = {
-        "benchmark": "access decisions and management API (issue #3)",
-        "command": " ".join([".venv/bin/python", "bench/access_decisions.py", *sys.argv[1:]]),
-        "machine": machine_info(),
-    }
+    machine = machine_info()
+    results: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="keyless-bench-access-"))
     try:
         if not args.skip_access:
-            report["access"] = run_access(args, work)
+            results["access"] = run_access(args, work)
         if not args.skip_api:
-            report["management_api"] = run_api(args, work)
+            results["management_api"] = run_api(args, work)
     finally:
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(report, indent=2)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    print(text)
+    # The baselines were measured with the figures; they are reported beside them.
+    access, api = results.get("access", {}), results.get("management_api", {})
+    baselines = {
+        name: value
+        for name, value in (
+            ("naive_full_scan", access.pop("naive_full_scan_baseline", None)),
+            ("healthz_floor_c16", api.pop("healthz_floor_c16", None)),
+            ("sequential_keepalive_httpx", api.pop("sequential_keepalive_httpx", None)),
+            ("audit_write_cost", api.pop("audit_write_cost", None)),
+        )
+        if value is not None
+    }
+    document = report("access decisions and management API (issue #3)", machine, results, baselines)
+    publish(document, args.output)
     return 0
 
 

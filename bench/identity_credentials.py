@@ -45,30 +45,25 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import resource
-import shlex
-import shutil
 import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from harness.machine import busy_seconds, log, machine_info, session_members
+from harness.report import publish, report
+from harness.server import KEYLESS, Server, running_server
+from harness.wrk import ensure_wrk, run_plain
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
-_CLI = Path(sys.executable).parent / "keyless"
-KEYLESS = [str(_CLI)] if _CLI.exists() else [sys.executable, "-m", "keyless.cli.main"]
-START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 900  # an upper bound for one `keyless app run`, so nothing hangs
 
 TARGET_FIRST_TOKEN_MS = 50.0
@@ -80,10 +75,6 @@ LIBRARY_NAMES = {
     "keyless": "keyless.identity.DefaultCredential",
     "azure": "azure.identity.DefaultAzureCredential",
 }
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,14 +239,6 @@ def summary(values: list[float], digits: int = 2) -> dict[str, Any]:
     }
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    busy = sum(fields[:8]) - idle
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (all its threads) so far."""
     try:
@@ -274,21 +257,6 @@ def tcp_sockets() -> int:
         with contextlib.suppress(OSError), open(f"/proc/net/{name}", "rb") as f:
             total += max(0, sum(1 for _ in f) - 1)
     return total
-
-
-def session_members(sid: int) -> list[int]:
-    """Every live process whose session id is `sid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rfind(")") + 2 :].split()[3]) == sid:
-            found.append(int(entry.name))
-    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,48 +459,10 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_wrk(url: str, lua: Path, connections: int, seconds: int, close: bool) -> dict[str, Any]:
-    command = [
-        "wrk",
-        "-c",
-        str(connections),
-        "-t",
-        str(min(connections, 2)),
-        "-d",
-        f"{seconds}s",
-        "--timeout",
-        "5s",
-        "--latency",
-        "-s",
-        str(lua),
-        *(["-H", "Connection: close"] if close else []),
-        url,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    out: dict[str, Any] = {"requests": 0, "requests_per_s": 0.0, "non_2xx": 0, "socket_errors": 0}
-    for line in done.stdout.splitlines():
-        parts = line.split()
-        if line.startswith("Requests/sec:"):
-            out["requests_per_s"] = float(parts[1])
-        elif "requests in" in line:
-            out["requests"] = int(parts[0])
-        elif len(parts) == 2 and parts[0] in ("50%", "90%", "99%"):
-            out[f"p{parts[0][:-1]}_ms"] = _ms(parts[1])
-        elif "Non-2xx" in line:
-            out["non_2xx"] = int(parts[-1])
-        elif line.strip().startswith("Socket errors"):
-            out["socket_errors"] = sum(int(x.strip(",")) for x in parts[3::2])
-            out["socket_error_detail"] = line.split(":", 1)[1].strip()
-    if done.returncode != 0 or not out["requests"]:
-        out["wrk_failed"] = (done.stderr.strip() or done.stdout.strip())[-300:]
-    out["errors"] = out["non_2xx"] + out["socket_errors"]
-    return out
-
-
-def _ms(text: str) -> float:
-    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
-        if text.endswith(unit):
-            return round(float(text[: -len(unit)]) * factor, 3)
-    return float(text)
+    headers = ["Connection: close"] if close else []
+    row = run_plain(url, connections, seconds, lua=lua, headers=headers, timeout_s=5)
+    del row["connections"]  # the caller's row says it, with the rest of the point
+    return row
 
 
 def wrk_point(
@@ -543,13 +473,13 @@ def wrk_point(
     host = os.getppid()  # `keyless app run`: the endpoint is a thread of that process
     cores = os.cpu_count() or 1
     sockets = tcp_sockets()
-    busy0, host0 = machine_busy_seconds(), process_cpu_seconds(host)
+    busy0, host0 = busy_seconds(), process_cpu_seconds(host)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.monotonic()
     row = run_wrk(url, lua, connections, seconds, close)
     wall = time.monotonic() - wall0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy = machine_busy_seconds() - busy0
+    busy = busy_seconds() - busy0
     host_cpu = process_cpu_seconds(host) - host0
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     row.update(
@@ -632,117 +562,6 @@ def child_main(out: Path, spec: dict[str, Any]) -> int:
 # The server and the app (the benchmark's side)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.endpoint = f"https://localhost:{self.port}"
-        self.log_path = data_dir.parent / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """This shell's environment minus anything that would change what is measured."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AZURE_", "KEYLESS_", "MSI_", "IDENTITY_"))
-            and k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-            and "proxy" not in k.lower()
-        }
-        env["KEYLESS_DATA_DIR"] = str(self.data_dir)
-        env["NO_PROXY"] = "localhost,127.0.0.1,::1"
-        env.update(extra)
-        return env
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [*KEYLESS, *args], env=self.env(), capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"keyless {' '.join(args[:3])} ... exited {done.returncode}: "
-                               f"{done.stderr[-2000:]}")  # fmt: skip
-        return done.stdout
-
-    def cli_json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args))
-
-    def start(self) -> None:
-        # No token gateway: the benchmark does not use it, and its fixed default port may be
-        # taken by another Keyless on the same machine.
-        self.cli_json("init", "--port", str(self.port), "--gateway-port", "0")
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [*KEYLESS, "serve", "--port", str(self.port), "--workers", "1"],
-                env=self.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        context = ssl.create_default_context(cafile=str(self.data_dir / "ca.pem"))
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"keyless serve exited: {self.log_path.read_text()[-3000:]}")
-            if self.healthy(context) and (self.data_dir / "login.sock").exists():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"keyless serve did not start in {START_TIMEOUT_S}s")
-
-    def healthy(self, context: ssl.SSLContext) -> bool:
-        conn = http.client.HTTPSConnection("localhost", self.port, context=context, timeout=2)
-        try:
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def shell_env(self) -> dict[str, str]:
-        """The operator's shell after `eval "$(keyless env)"`."""
-        exports = {}
-        for line in self.cli("env").splitlines():
-            words = shlex.split(line)
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                name, value = words[1].split("=", 1)
-                exports[name] = value
-        return self.env(**exports)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def running_server(keep: bool) -> Iterator[Server]:
-    root = Path(tempfile.mkdtemp(prefix="keyless-bench-identity-"))
-    server = Server(root / "data")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        if keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
 def _end_measuring_program(pid_file: Path) -> None:
     """SIGKILL whatever is left of the measuring program: it runs in a session of its own
     (`keyless app run` starts its child with start_new_session), with its samples and wrk."""
@@ -803,47 +622,14 @@ def run_in_app(
 # The report
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def library_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for dist in ("keyless", "azure-identity", "azure-core", "msal", "httpx", "uvicorn", "requests"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "wrk": ((wrk.stdout or wrk.stderr).splitlines() or [""])[0].strip(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "keyless_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str:
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read-only: the index is never rewritten
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, env=env,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
-            capture_output=True, text=True, timeout=10, env=env,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{head}{'+dirty' if dirty else ''}"
+    return versions
 
 
 def target(value: float | None, goal: float, higher_is_better: bool, unit: str) -> dict[str, Any]:
@@ -947,14 +733,14 @@ def unbound_first_tokens(baseline: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    machine = machine_info()
+    machine = machine_info(versions=library_versions())
     log(
         f"machine: {machine['cpu_model']}, {machine['cores']} cores, "
         f"load {machine['loadavg_at_start']}"
     )
     started = time.monotonic()
     resource_uri = args.scope.removesuffix("/.default")
-    with running_server(args.keep) as server:
+    with running_server(1, args.keep, prefix="keyless-bench-identity-") as server:
         log(f"server up on {server.endpoint} (1 worker)")
         group, app = f"rg-bench-{uuid.uuid4().hex[:8]}", "bench-app"
         server.cli_json("group", "create", "-n", group)
@@ -1021,21 +807,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     credentials = in_tree["credentials"]
     targets, comparison = build_targets(credentials, in_tree["endpoint_load"])
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return {
-        "benchmark": "credentials and the managed identity endpoint under `keyless app run` "
-        "(issue #4)",
-        "command": " ".join([".venv/bin/python", "bench/identity_credentials.py", *sys.argv[1:]]),
-        "machine": machine,
-        "setup": {
-            "server": "keyless init + keyless serve --workers 1 (HTTPS on loopback), temporary "
-            "data directory",
-            "app": "keyless app create --assign-identity [system]; the measuring program runs "
-            "under `keyless app run` (IDENTITY_ENDPOINT/IDENTITY_HEADER from the run, the rest "
-            'of the environment as after eval "$(keyless env)")',
-            "scope": args.scope,
-            "endpoint": in_tree["endpoint"],
-        },
+    results = {
         "part1_credentials": {
             "how": "each sample a fresh `python sample.py` started by the app (so inside its "
             "process tree), libraries interleaved, after one unmeasured sample each; "
@@ -1044,11 +816,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "every token checked (decoded claims: the app's system identity), never printed",
             "keyless": credentials["keyless"],
             "azure_identity": credentials["azure"],
-            "floor": credentials.get("floor"),
             "comparison": comparison,
-            "baselines": in_tree["http_baselines"],
-            "baselines_no_process_binding": baseline["http_baselines"] if baseline else None,
-            "without_process_binding": unbound_first_tokens(baseline) if baseline else None,
         },
         "part2_endpoint_load": {
             "how": "wrk started by the measuring program, i.e. inside the app's process tree "
@@ -1058,7 +826,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "url": f"{in_tree['endpoint']['scheme']}://{in_tree['endpoint']['host']}:<port>"
             f"{in_tree['endpoint']['path']}?api-version=2019-08-01&resource={resource_uri}",
             "in_app_process_tree": in_tree["endpoint_load"],
-            "baseline_no_process_binding": baseline["endpoint_load"] if baseline else None,
             "experiment_tcp_nodelay": {
                 "what": "NOT what src/ does: the same `keyless app run` (process binding on) "
                 "with TCP_NODELAY set on each accepted connection of the endpoint",
@@ -1070,9 +837,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "note": "wrk, the endpoint (one asyncio thread in `keyless app run`) and the other "
             "processes of this machine share its cores",
         },
-        "targets": targets,
-        "total_run_s": round(time.monotonic() - started, 1),
     }
+    baselines = {
+        "first_token_floor": credentials.get("floor"),
+        "http": in_tree["http_baselines"],
+        "http_no_process_binding": baseline["http_baselines"] if baseline else None,
+        "first_token_without_process_binding": unbound_first_tokens(baseline) if baseline else None,
+        "endpoint_load_no_process_binding": baseline["endpoint_load"] if baseline else None,
+    }
+    return report(
+        "credentials and the managed identity endpoint under `keyless app run` (issue #4)",
+        machine,
+        results,
+        baselines,
+        setup={
+            "server": "keyless init + keyless serve --workers 1 (HTTPS on loopback), temporary "
+            "data directory",
+            "app": "keyless app create --assign-identity [system]; the measuring program runs "
+            "under `keyless app run` (IDENTITY_ENDPOINT/IDENTITY_HEADER from the run, the rest "
+            'of the environment as after eval "$(keyless env)")',
+            "scope": args.scope,
+            "endpoint": in_tree["endpoint"],
+        },
+        targets=targets,
+        total_run_s=round(time.monotonic() - started, 1),
+    )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -1136,21 +925,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         return child_main(Path(argv[1]), json.loads(argv[2]))
     args = parse_args(argv)
-    if not shutil.which("wrk"):
-        sys.exit(
-            "bench/identity_credentials.py needs wrk on PATH (Debian/Ubuntu: "
-            "sudo apt-get install -y wrk)"
-        )
+    ensure_wrk(False, "bench/identity_credentials.py")
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop it all
 
     signal.signal(signal.SIGTERM, stop)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    publish(run(args), args.output)
     return 0
 
 

@@ -53,10 +53,8 @@ import argparse
 import contextlib
 import functools
 import gc
-import json
 import multiprocessing
 import os
-import platform
 import secrets
 import signal
 import socket
@@ -80,6 +78,9 @@ if str(REPO) not in sys.path:
     # the end-to-end tests' helpers (tests/support), imported where they are used.
     sys.path.insert(0, str(REPO))
 
+from harness.machine import busy_seconds, log, machine_info, wait_until_idle  # noqa: E402
+from harness.report import publish, report  # noqa: E402
+
 TARGET_RATIO = 1.25  # token connect time <= 1.25x SCRAM's
 TARGET_CONN_PER_S = 300.0  # RDS IAM authentication caps new IAM connections at 200/s
 SERVER_NAME = "bench-pg"  # the server's name in the gateway's bind DN and mapping
@@ -90,78 +91,6 @@ ROLES = {"token": "bench_token", "scram": "bench_scram", "trust": "bench_trust"}
 METHODS = ("token", "scram", "trust", "gateway_bind")
 POSTGRES_SCOPE = "api://keyless/postgres/.default"
 BUSY_SHARE = 0.10  # a point is disturbed when other processes took more than this
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# The machine, and who used its CPU
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__}), libpq {psycopg.pq.version()}",
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "keyless_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str:
-    # Read-only: rev-parse, and status with optional locks off so the index is never rewritten.
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{head}{'+dirty' if dirty else ''}"
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until_idle(max_wait_s: float, busy_pct: float = 15.0) -> float:
-    """On a shared machine: wait (at most max_wait_s) until the cores have been at most
-    busy_pct busy for 3 s in a row. Returns the busy percentage last seen."""
-    cores = os.cpu_count() or 1
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        b0 = machine_busy_seconds()
-        time.sleep(3.0)
-        pct = 100 * (machine_busy_seconds() - b0) / 3.0 / cores
-        if pct <= busy_pct or time.monotonic() >= deadline:
-            return round(pct, 1)
-        log(f"machine {pct:.0f}% busy with other work; waiting for it to calm down")
 
 
 @dataclass(frozen=True)
@@ -204,7 +133,7 @@ class Meter:
         children: dict[int, list[int]] = {}
         for pid, proc in table.items():
             children.setdefault(proc.ppid, []).append(pid)
-        out: dict[str, float] = {"machine_busy": machine_busy_seconds()}
+        out: dict[str, float] = {"machine_busy": busy_seconds()}
         for name, roots in self.trees.items():
             total, stack, seen = 0.0, list(roots), set()
             while stack:
@@ -819,7 +748,9 @@ def _combine(method: str, k: int, runs: list[dict[str, Any]], duration: float) -
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    machine = machine_info()
+    machine = machine_info(
+        psycopg=f"{psycopg.__version__} ({psycopg.pq.__impl__}), libpq {psycopg.pq.version()}"
+    )
     cpu, cores, load = machine["cpu_model"], machine["cores"], machine["loadavg_at_start"]
     log(f"machine: {cpu}, {cores} cores, load {load}")
     if args.wait_idle > 0:
@@ -859,20 +790,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ok": granted == bench.token_logins and refused == 1,
         }
         facts = w.facts
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     token_rates = [r for r in load if r["method"] == "token"]
     best = max(token_rates, key=lambda r: r["conn_per_s"]) if token_rates else None
     ratio = sequential["ratio_token_over_scram"]
-    return {
-        "benchmark": "PostgreSQL connect: token through the gateway vs SCRAM (issue #5)",
-        "command": " ".join([".venv/bin/python", "bench/postgres_connect.py", *sys.argv[1:]]),
-        "machine": machine,
+    return report(
+        "PostgreSQL connect: token through the gateway vs SCRAM (issue #5)",
+        machine,
+        {"sequential": sequential, "load": load},
+        {
+            "methods": ["trust", "gateway_bind"],
+            "how": "measured in the same runs as token and scram, interleaved with them: trust "
+            "(no authentication) and gateway_bind (the bind a token login makes, straight to "
+            "the gateway, without PostgreSQL); their figures are beside token's and scram's "
+            "in results.sequential.methods and results.load",
+        },
         **facts,
-        "experiment": args.experiment or None,
-        "postgres_environment": {"SASL_PATH": "an empty directory"}
+        experiment=args.experiment or None,
+        postgres_environment={"SASL_PATH": "an empty directory"}
         if "empty_sasl_path" in args.experiment
         else {},
-        "client": {
+        client={
             "library": "psycopg 3 (libpq), sslmode=disable, gssencmode=disable, new connection "
             "each time, closed after connect",
             "load_processes": args.client_processes,
@@ -881,9 +818,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": args.rounds,
             "note": "clients, PostgreSQL, the gateway and keyless serve share the same cores",
         },
-        "sequential": sequential,
-        "load": load,
-        "targets": {
+        targets={
             "connect_time_ratio": {
                 "target": f"token <= {TARGET_RATIO}x SCRAM (median connect time)",
                 "measured_p50": ratio["p50"],
@@ -898,10 +833,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "met": bool(best and best["conn_per_s"] >= TARGET_CONN_PER_S),
             },
         },
-        "audit": audit,
-        "disturbed": bool(sequential["disturbed"]) or any(r["disturbed_rounds"] for r in load),
-        "all_errors_zero": all(r["errors"] == 0 for r in load),
-    }
+        audit=audit,
+        disturbed=bool(sequential["disturbed"]) or any(r["disturbed_rounds"] for r in load),
+        all_errors_zero=all(r["errors"] == 0 for r in load),
+    )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -974,12 +909,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop everything
 
     signal.signal(signal.SIGTERM, stop)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
-    return 0 if report["all_errors_zero"] and report["audit"]["ok"] else 1
+    document = run(args)
+    publish(document, args.output)
+    return 0 if document["all_errors_zero"] and document["audit"]["ok"] else 1
 
 
 if __name__ == "__main__":

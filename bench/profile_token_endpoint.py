@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import shutil
 import subprocess
@@ -29,6 +28,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import token_endpoint as tb
+from harness.machine import machine_info
+from harness.report import publish
+from harness.report import report as harness_report
+from harness.wrk import ensure_wrk
 
 # First match wins, tested against the frames of a stack from the leaf up: a sample is charged
 # to the innermost frame that names a bucket.
@@ -185,7 +188,7 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         sys.exit("py-spy is missing: .venv/bin/pip install py-spy")
-    tb.ensure_wrk(False)
+    ensure_wrk(False, "bench/profile_token_endpoint.py")
     args.out.mkdir(parents=True, exist_ok=True)
 
     bench_args = tb.parse_args(
@@ -273,7 +276,14 @@ def main() -> int:
     tb.log("top inclusive:")
     for frame, share in prof["top_inclusive_pct"]:
         tb.log(f"  {share:5.1f}%  {frame[:150]}")
-    print(json.dumps(report, indent=2))
+    publish(
+        harness_report(
+            "profile of the token endpoint under load (py-spy)",
+            machine_info(),
+            {"load": report.pop("load"), "profile": report.pop("profile")},
+            **report,
+        )
+    )
     return 0
 
 

@@ -13,7 +13,6 @@ stdout: JSON). The collapsed stacks stay in --out.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import profile_token_endpoint as pt
 import token_endpoint as tb
 import vault_secrets as vb
+from harness.machine import machine_info
+from harness.report import publish
+from harness.report import report as harness_report
+from harness.wrk import ensure_wrk
 
 
 def main() -> int:
@@ -42,7 +45,7 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         sys.exit("py-spy is missing: .venv/bin/pip install py-spy")
-    tb.ensure_wrk(False)
+    ensure_wrk(False, "bench/profile_vault_secrets.py")
     args.out.mkdir(parents=True, exist_ok=True)
     with tb.running_server(args.workers, keep=False) as server:
         world = vb.build_world(server)
@@ -88,7 +91,14 @@ def main() -> int:
     tb.log("top (inclusive):")
     for frame, share in prof["top_inclusive_pct"]:
         tb.log(f"  {share:5.1f}%  {frame}")
-    print(json.dumps(report, indent=2))
+    publish(
+        harness_report(
+            "profile of vault secret reads under load (py-spy)",
+            machine_info(),
+            {"load": report.pop("load"), "profile": report.pop("profile")},
+            **report,
+        )
+    )
     return 0
 
 

@@ -23,7 +23,6 @@ Prints one JSON document. Every server is stopped and the directory removed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -34,12 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import httpx  # noqa: E402
-
-from tests.support.server import clean_env, free_port, running_server  # noqa: E402
+import httpx
+from harness.machine import machine_info
+from harness.report import publish, report
+from harness.server import Server, free_port
 
 SERVER = r"""
 import asyncio, socket, sys
@@ -78,12 +75,16 @@ else:
 
 
 def main() -> int:
+    machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="keyless-nodelay-"))
     results: dict[str, float] = {}
     try:
         data_dir = work / "data"
-        with running_server(data_dir):
-            pass  # `keyless init` made the data directory (CA, server certificate, master key)
+        keyless = Server(data_dir)
+        try:
+            keyless.start()  # `keyless init` makes the data directory: CA, certificate, keys
+        finally:
+            keyless.stop()
         script = work / "server.py"
         script.write_text(SERVER)
         context = ssl.create_default_context(cafile=str(data_dir / "ca.pem"))
@@ -91,7 +92,7 @@ def main() -> int:
             port = free_port()
             process = subprocess.Popen(
                 [sys.executable, str(script), variant, str(data_dir), str(port)],
-                env=clean_env(data_dir),
+                env=keyless.env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -120,7 +121,13 @@ def main() -> int:
                 process.wait(timeout=15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"sequential_keepalive_https_get": results}, indent=2))
+    publish(
+        report(
+            "why `keyless serve --workers 1` answers keep-alive requests late (TCP_NODELAY)",
+            machine,
+            {"sequential_keepalive_https_get": results},
+        )
+    )
     return 0
 
 

@@ -27,26 +27,17 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import hashlib
 import json
 import math
 import multiprocessing
 import os
-import platform
-import resource
-import shutil
 import signal
-import socket
-import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -56,114 +47,14 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from harness.machine import busy_seconds, log, machine_info, wait_until_idle
+from harness.report import publish, report
+from harness.server import Server, running_server, server_workers
+from harness.wrk import ensure_wrk, run_plain, run_script
 
-REPO = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().with_suffix(".lua")
-EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
-_SCRIPT = Path(sys.executable).parent / "keyless"
-KEYLESS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "keyless.cli.main"]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TARGET_TOKENS_PER_S = 1000
-START_TIMEOUT_S = 60
-MARKER = "KEYLESS_BENCH_JSON "
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# The machine
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_total = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_total = line.split(":", 1)[1].strip()
-    from cryptography.hazmat.backends.openssl.backend import backend
-
-    wrk = shutil.which("wrk")
-    wrk_version = ""
-    if wrk:
-        out = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10)
-        wrk_version = (out.stdout or out.stderr).splitlines()[0].strip() if out else ""
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "memory": mem_total,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cryptography_openssl": backend.openssl_version_text(),
-        "wrk": wrk_version,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "keyless_commit": _git_commit(),
-        "keyless_source": _keyless_source(),
-    }
-
-
-def _keyless_source() -> str:
-    """The keyless package the server will import (PYTHONPATH may point at another copy)."""
-    out = subprocess.run(
-        [sys.executable, "-c", "import keyless, os; print(os.path.dirname(keyless.__file__))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
-
-
-def _git_commit() -> str:
-    # Read-only: rev-parse, and status with optional locks off so the index is never rewritten.
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{head}{'+dirty' if dirty else ''}"
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until_idle(max_wait_s: float, busy_pct: float = 15.0) -> float:
-    """On a shared machine: wait (at most max_wait_s) until the cores have been at most
-    busy_pct busy for 3 s in a row. Returns the busy percentage last seen."""
-    cores = os.cpu_count() or 1
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        b0 = machine_busy_seconds()
-        time.sleep(3.0)
-        pct = 100 * (machine_busy_seconds() - b0) / 3.0 / cores
-        if pct <= busy_pct or time.monotonic() >= deadline:
-            return round(pct, 1)
-        log(f"machine {pct:.0f}% busy with other work; waiting for it to calm down")
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,183 +122,6 @@ def crypto_baselines(seconds: float = 1.0, repeats: int = 3) -> dict[str, Any]:
             "ms_each_best": round(1000 / max(runs), 4),
         }
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# The server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    data_dir: Path
-    workers: int
-    experiment: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    tenant_id: str = ""
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://localhost:{self.port}"
-
-    @property
-    def ca_file(self) -> Path:
-        return self.data_dir / "ca.pem"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.parent / "serve.log"
-
-    def env(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AZURE_", "KEYLESS_", "MSI_", "IDENTITY_"))
-            and k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-            and "proxy" not in k.lower()
-        }
-        env["KEYLESS_DATA_DIR"] = str(self.data_dir)
-        env["NO_PROXY"] = "localhost,127.0.0.1,::1"
-        return env
-
-    def serve_env(self) -> dict[str, str]:
-        env = self.env()
-        if self.experiment:
-            # Prototype patches (bench/experiments/sitecustomize.py), server processes only.
-            env["PYTHONPATH"] = os.pathsep.join(
-                [str(EXPERIMENTS), *filter(None, [env.get("PYTHONPATH")])]
-            )
-            env["KEYLESS_BENCH_EXPERIMENT"] = ",".join(self.experiment)
-        return env
-
-    def cli_json(self, *args: str) -> Any:
-        result = subprocess.run(
-            [*KEYLESS, *args], env=self.env(), capture_output=True, text=True, timeout=120
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"keyless {args[0]} ... exited {result.returncode}: {result.stderr}")
-        return json.loads(result.stdout)
-
-    def start(self) -> None:
-        report = self.cli_json("init", "--port", str(self.port))
-        self.tenant_id = report["tenant"]
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    *KEYLESS,
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    # No token gateway: not measured here, and its fixed default port may be
-                    # taken by another Keyless on a shared machine.
-                    "--gateway-port",
-                    "0",
-                ],
-                env=self.serve_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        context = self.ssl_context()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"keyless serve exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                r = httpx.get(f"{self.endpoint}/healthz", verify=context, timeout=2)
-                if r.status_code == 200 and (self.data_dir / "login.sock").exists():
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"keyless serve did not start in {START_TIMEOUT_S}s")
-        # With several workers the first answer comes from whichever is up first: wait until
-        # the supervisor has all of its workers, then give them a moment to finish importing.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(self.pids()) < self.workers + (1 if self.workers > 1 else 0):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        for _ in range(4 * self.workers):
-            httpx.get(f"{self.endpoint}/healthz", verify=context, timeout=10)
-        time.sleep(1.0)
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-    def pids(self) -> list[int]:
-        """Every process of the server (its session: supervisor, workers)."""
-        if self.process is None:
-            return []
-        sid = self.process.pid
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if int(fields[3]) == sid:
-                found.append(int(entry.name))
-        return found
-
-    def cpu_times(self) -> tuple[float, float]:
-        """(user, system) CPU seconds used so far by every live server process."""
-        tick = os.sysconf("SC_CLK_TCK")
-        user = system = 0
-        for pid in self.pids():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            user += int(fields[11])
-            system += int(fields[12])
-        return user / tick, system / tick
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time used so far by every live server process."""
-        return sum(self.cpu_times())
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def running_server(
-    workers: int, keep: bool, experiment: list[str] | None = None
-) -> Iterator[Server]:
-    root = Path(tempfile.mkdtemp(prefix="keyless-bench-"))
-    server = Server(root / "data", workers, experiment or [])
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        if keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,39 +275,7 @@ def wrk_url(clients: Clients, server: Server) -> str:
 def run_wrk(
     url: str, connections: int, duration: float, lua_args: list[str], timeout_s: float
 ) -> dict[str, Any]:
-    threads = min(connections, 2)
-    cmd = [
-        "wrk",
-        "-c",
-        str(connections),
-        "-t",
-        str(threads),
-        "-d",
-        f"{max(1, round(duration))}s",
-        "--timeout",
-        f"{max(1, round(timeout_s))}s",
-        "--latency",
-        "-s",
-        str(LUA),
-        url,
-        "--",
-        *lua_args,
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk exited {result.returncode}: {result.stderr[-2000:]}")
-    line = next(
-        (ln for ln in result.stdout.splitlines() if ln.startswith(MARKER)),
-        None,
-    )
-    if line is None:
-        raise RuntimeError(f"wrk printed no result line:\n{result.stdout[-2000:]}")
-    data: dict[str, Any] = json.loads(line[len(MARKER) :])
-    data["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    data["threads"] = threads
-    return data
+    return run_script(url, LUA, connections, duration, lua_args, timeout_s)
 
 
 def summarise(
@@ -648,9 +330,9 @@ class Bench:
         self.url = wrk_url(self.clients, self.server)
 
     def timed(self, scenario: str, connections: int, lua_args: list[str]) -> dict[str, Any]:
-        (user0, sys0), busy0 = self.server.cpu_times(), machine_busy_seconds()
+        (user0, sys0), busy0 = self.server.cpu_times(), busy_seconds()
         raw = run_wrk(self.url, connections, self.args.duration, lua_args, self.args.timeout)
-        (user1, sys1), busy1 = self.server.cpu_times(), machine_busy_seconds()
+        (user1, sys1), busy1 = self.server.cpu_times(), busy_seconds()
         cpu, busy = (user1 - user0) + (sys1 - sys0), busy1 - busy0
         row = summarise(scenario, connections, raw, cpu)
         row["server_cpu_system_pct"] = round(100 * (sys1 - sys0) / cpu, 1) if cpu else None
@@ -756,7 +438,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     baselines: dict[str, Any] = {"rs256_one_core": crypto}
     with running_server(args.workers, args.keep, args.experiment) as server:
-        log(f"server up on {server.endpoint} with {args.workers} worker(s)")
+        log(f"server up on {server.endpoint} with {server.worker_count} worker(s)")
         clients = create_clients(server)
         sanity_check(server, clients, args.scope)
         work = server.data_dir.parent / "load"
@@ -768,7 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log("baseline: GET /healthz (HTTPS keep-alive, c=16) ...")
             url = f"https://127.0.0.1:{server.port}/healthz"
             cpu0 = server.cpu_seconds()
-            raw = run_wrk_get(url, 16, min(args.duration, 5))
+            raw = run_plain(url, 16, min(args.duration, 5))
             cpu = server.cpu_seconds() - cpu0
             if raw.get("requests_per_s"):
                 seconds = max(1, round(min(args.duration, 5)))
@@ -809,15 +491,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "how": f"{cores} cores x {best_sign} RS256 signs/s (one signature per token, nothing "
         "else: no TLS, HTTP, parsing, store or load generator)",
     }
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     disturbed = [f"{r['scenario']} c={r['concurrency']}" for r in results if r.get("disturbed")]
-    return {
+    document: dict[str, Any] = {
         "benchmark": "token endpoint, client credentials grant (issue #2)",
         "disturbed_points": disturbed,
         "command": " ".join([".venv/bin/python", "bench/token_endpoint.py", *sys.argv[1:]]),
         "machine": machine,
         "server": {
-            "workers": args.workers,
+            "workers": server_workers(args.workers),
             "experiment": args.experiment or None,
             "store": "SQLite (WAL), default",
             "tls": "HTTPS, keep-alive; wrk with one TLS session per connection",
@@ -836,41 +517,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baselines": baselines,
         "all_errors_zero": all(r["errors"] == 0 for r in results),
     }
-
-
-def run_wrk_get(url: str, connections: int, duration: float) -> dict[str, Any]:
-    """wrk without the token script: a plain GET, for the HTTP/TLS floor."""
-    cmd = [
-        "wrk",
-        "-c",
-        str(connections),
-        "-t",
-        str(min(connections, 2)),
-        "-d",
-        f"{max(1, round(duration))}s",
-        "--latency",
-        url,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    out: dict[str, Any] = {"connections": connections}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if line.startswith("Requests/sec:"):
-            out["requests_per_s"] = float(parts[1])
-        elif len(parts) == 2 and parts[0] == "50%":
-            out["p50_ms"] = _ms(parts[1])
-        elif len(parts) == 2 and parts[0] == "99%":
-            out["p99_ms"] = _ms(parts[1])
-        elif "Non-2xx" in line or "Socket errors" in line:
-            out.setdefault("errors", []).append(line.strip())
-    return out
-
-
-def _ms(text: str) -> float:
-    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
-        if text.endswith(unit):
-            return round(float(text[: -len(unit)]) * factor, 3)
-    return float(text)
+    return report(**document)
 
 
 def _row_text(row: dict[str, Any]) -> str:
@@ -957,35 +604,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def ensure_wrk(install: bool) -> None:
-    if shutil.which("wrk"):
-        return
-    if install:
-        log("wrk is missing: apt-get install -y wrk")
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, timeout=600)
-        if shutil.which("wrk"):
-            return
-    sys.exit(
-        "bench/token_endpoint.py needs wrk (https://github.com/wg/wrk) on PATH.\n"
-        "  Debian/Ubuntu: sudo apt-get install -y wrk   (or re-run with --install-wrk)\n"
-        "  macOS:         brew install wrk"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    ensure_wrk(args.install_wrk)
+    ensure_wrk(args.install_wrk, "bench/token_endpoint.py")
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally that stops the server
 
     signal.signal(signal.SIGTERM, stop)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
-    return 0 if report["all_errors_zero"] else 1
+    document = run(args)
+    publish(document, args.output)
+    return 0 if document["all_errors_zero"] else 1
 
 
 if __name__ == "__main__":

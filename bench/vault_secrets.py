@@ -34,9 +34,7 @@ Needs `wrk` (Debian/Ubuntu: `apt-get install -y wrk`; or pass --install-wrk).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -50,6 +48,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import token_endpoint as tb
+from harness.machine import busy_seconds, wait_until_idle
+from harness.report import publish, report
+from harness.server import KEYLESS
+from harness.wrk import ensure_wrk, run_script
 
 LUA = Path(__file__).resolve().with_suffix(".lua")
 TARGET_READS_PER_S = 3000
@@ -89,7 +91,7 @@ def build_world(server: tb.Server) -> World:
     value = os.urandom(24).hex()
     secret_set = ["vault", "secret", "set", "--vault-name", VAULT, "--name", SECRET, "--value", "-"]
     result = subprocess.run(
-        [*tb.KEYLESS, *secret_set],
+        [*KEYLESS, *secret_set],
         env=server.env(),
         input=value,
         capture_output=True,
@@ -186,40 +188,9 @@ def run_wrk(
     timeout_s: float = 5,
     host: str | None = None,
 ) -> dict[str, Any]:
-    threads = min(connections, 2)
-    cmd = [
-        "wrk",
-        "-c",
-        str(connections),
-        "-t",
-        str(threads),
-        "-d",
-        f"{max(1, round(duration))}s",
-        "--timeout",
-        f"{max(1, round(timeout_s))}s",
-        "--latency",
-        "-s",
-        str(LUA),
-        url or world.secret_url,
-        "--",
-        host or world.vault_host,
-        str(expected),
-        "token" if with_token else "none",
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration + 60, env=world.wrk_env()
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk exited {result.returncode}: {result.stderr[-2000:]}")
-    line = next((ln for ln in result.stdout.splitlines() if ln.startswith(tb.MARKER)), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no result line:\n{result.stdout[-2000:]}")
-    data: dict[str, Any] = json.loads(line[len(tb.MARKER) :])
-    data["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    data["threads"] = threads
-    return data
+    lua_args = [host or world.vault_host, str(expected), "token" if with_token else "none"]
+    target = url or world.secret_url
+    return run_script(target, LUA, connections, duration, lua_args, timeout_s, world.wrk_env())
 
 
 def summarise(
@@ -263,7 +234,7 @@ class Bench:
 
     def quiet(self) -> None:
         if self.args.wait_idle > 0:
-            tb.wait_until_idle(self.args.wait_idle)
+            wait_until_idle(self.args.wait_idle)
 
     def timed(
         self, scenario: str, connections: int, expected: int, with_token: bool, url: str | None
@@ -273,12 +244,12 @@ class Bench:
         host = None if url is None else f"localhost:{server.port}"
         if self.args.warmup > 0:
             run_wrk(self.world, connections, self.args.warmup, expected, with_token, url, 5, host)
-        (user0, sys0), busy0 = server.cpu_times(), tb.machine_busy_seconds()
+        (user0, sys0), busy0 = server.cpu_times(), busy_seconds()
         raw = run_wrk(
             self.world, connections, self.args.duration, expected, with_token, url,
             timeout_s=self.args.timeout, host=host,
         )  # fmt: skip
-        (user1, sys1), busy1 = server.cpu_times(), tb.machine_busy_seconds()
+        (user1, sys1), busy1 = server.cpu_times(), busy_seconds()
         cpu, busy = (user1 - user0) + (sys1 - sys0), busy1 - busy0
         row = summarise(scenario, connections, raw, cpu, expected)
         row["server_cpu_system_pct"] = round(100 * (sys1 - sys0) / cpu, 1) if cpu else None
@@ -381,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     baselines: dict[str, Any] = {}
     cpu_only: dict[str, Any] | None = None
     with tb.running_server(args.workers, args.keep) as server:
-        log(f"server up on {server.endpoint} with {args.workers} worker(s)")
+        log(f"server up on {server.endpoint} with {server.worker_count} worker(s)")
         world = build_world(server)
         bench = Bench(world, args)
         audit_before = audit_reads(server).get("succeeded", 0)
@@ -422,7 +393,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if cpu_only is not None:
         all_ok = all_ok and cpu_only["errors"] == 0
-    return {
+    document: dict[str, Any] = {
         "benchmark": "vault secret reads, GET /secrets/{name} with RBAC (issue #6)",
         "command": " ".join([".venv/bin/python", "bench/vault_secrets.py", *sys.argv[1:]]),
         "disturbed_points": [
@@ -432,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "machine": machine,
         "server": {
-            "workers": args.workers,
+            "workers": tb.server_workers(args.workers),
             "store": "SQLite (WAL), default",
             "tls": "HTTPS keep-alive to 127.0.0.1, Host: {vault}.vault.localhost:{port}",
         },
@@ -451,6 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_reads_per_s": TARGET_READS_PER_S,
         "valid": all_ok,
     }
+    return report(**document)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -506,20 +478,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    tb.ensure_wrk(args.install_wrk)
+    ensure_wrk(args.install_wrk, "bench/vault_secrets.py")
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally that stops the server
 
     signal.signal(signal.SIGTERM, stop)
     started = time.monotonic()
-    report = run(args)
-    report["elapsed_s"] = round(time.monotonic() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
-    return 0 if report["valid"] else 1
+    document = run(args)
+    document["elapsed_s"] = round(time.monotonic() - started, 1)
+    publish(document, args.output)
+    return 0 if document["valid"] else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,12 @@ def test_system_identity_connection_reads_validates_and_reverts(server: KeylessS
         "AZURE_KEYVAULT_RESOURCEENDPOINT": vault["properties"]["vaultUri"],
         "AZURE_KEYVAULT_SCOPE": "https://vault.azure.net/.default",
     }
+    # The table shows the target's type and the auth type (its columns were once empty).
+    table = server.cli(
+        "app", "connection", "list", "-g", GROUP, "-n", "kv-web", "-o", "table"
+    ).stdout  # fmt: skip
+    row = next(line for line in table.splitlines() if "keyvault_kv_web" in line)
+    assert "keyvault" in row.replace("keyvault_kv_web", "") and "systemAssignedIdentity" in row
     valid = server.cli_json(
         "app", "connection", "validate", "-g", GROUP, "-n", "kv-web",
         "--connection", "keyvault_kv_web", "-o", "json",

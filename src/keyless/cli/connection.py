@@ -356,7 +356,8 @@ def connection_configuration(
         {"name": key, "value": settings.get(key)}
         for key in record["properties"].get("configurationKeys", [])
     ]
-    emit({"configurations": rows} if output == "json" else rows, output, ["name", "value"])
+    listed = {"configurations": rows}
+    emit(listed, output, ["name", "value"], table=lambda shown: shown["configurations"])
 
 
 @connection_app.command("validate")
@@ -371,8 +372,8 @@ def connection_validate(
     """Check the connection end to end; each check passes or says what to fix."""
     path = _app_path(data_dir, subscription, group, name)
     result = call(data_dir, "POST", f"{path}/connections/{connection}/validate", {})
-    if output == "json":
-        emit(result)
+    if output != "table":  # the checks as data, for --query and the other formats
+        emit(result, output)
     else:
         for check in result["checks"]:
             mark = {"pass": "PASS", "fail": "FAIL", "skipped": "SKIP"}[check["result"]]

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from keyless.authority.config import default_data_dir
-from keyless.cli import ad, admin, gateway, postgres, resources, roles, shellenv, signin, vault
+from keyless.cli import (
+    ad,
+    admin,
+    gateway,
+    host,
+    postgres,
+    resources,
+    roles,
+    shellenv,
+    signin,
+    vault,
+)
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import connection as _connection  # noqa: F401 - adds `keyless app connection`
-from keyless.cli import host as _host  # noqa: F401 - adds `keyless app run` to `keyless app`
+from keyless.cli.global_options import add_global_options
 from keyless.cli.options import DataDirOption
 from keyless.cli.output import emit, fail, note
 
@@ -22,7 +34,8 @@ app = typer.Typer(
     help="Passwordless connections: identities, short-lived tokens, and the services that check "
     "them.",
     no_args_is_help=True,
-    add_completion=False,
+    # `keyless --install-completion` (bash, zsh, fish, PowerShell) and `--show-completion`.
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(ad.app, name="ad")
@@ -37,6 +50,27 @@ app.add_typer(roles.app, name="role")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(vault.vault_app, name="vault")
 app.add_typer(postgres.postgres_app, name="postgres")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"keyless {installed_version('keyless')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _keyless(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version of Keyless and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Only the options that come before any command."""
 
 
 @app.command()
@@ -149,6 +183,11 @@ def serve(
 app.add_typer(signin.login_app, name="login")
 app.command()(signin.logout)
 app.command()(shellenv.env)
+
+# --output and --query on every command that prints a result; these print none.
+add_global_options(
+    app, raw=[serve, shellenv.env, signin.logout, gateway.serve, host.app_run, host.app_serve_imds]
+)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, default_data_dir
+from keyless.cli.render import OutputFormat
 
 DataDirOption = Annotated[
     Path | None,
@@ -19,8 +20,13 @@ DataDirOption = Annotated[
     ),
 ]
 OutputOption = Annotated[
-    str,
-    typer.Option("--output", "-o", help="json or table.", case_sensitive=False),
+    OutputFormat,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output format (jsonc: json in colour; none: print nothing).",
+        case_sensitive=False,
+    ),
 ]
 
 

@@ -501,7 +501,5 @@ def assignment_check(
         f"{scope_path(where)}{AUTHZ}/checkAccess",
         {"principalId": principal_id, "actions": action},
     )
-    if output == "table":
-        emit(result["results"], output, ["action", "dataAction", "allowed", "reason"])
-        return
-    emit(result)
+    columns = ["action", "dataAction", "allowed", "reason"]
+    emit(result, output, columns, table=lambda checked: checked["results"])

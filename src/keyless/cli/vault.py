@@ -26,15 +26,16 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
-from keyless.cli.output import emit, fail, note
+from keyless.cli.output import fail, note
 from keyless.cli.resources import (
     AzCommand,
     GroupOption,
     NameOption,
+    ResourceKind,
     SubscriptionOption,
     TagsOption,
-    _list,
     _tags,
+    add_commands,
     app_json,
     resource_path,
     show,
@@ -113,46 +114,18 @@ def vault_create(
         warn_unresolved([str(vault_uri)])
 
 
-@vault_app.command("list")
-def vault_list(
-    group: Annotated[
-        str | None, typer.Option("--resource-group", "-g", help="Only this resource group.")
-    ] = None,
-    subscription: SubscriptionOption = None,
-    data_dir: DataDirOption = None,
-    output: OutputOption = "json",
-) -> None:
-    """Vaults you may read."""
-    sub = subscription_of(data_dir, subscription)
-    vaults = [app_json(r) for r in _list(data_dir, sub, group, VAULT_TYPE)]
-    show(vaults, output, VAULT_COLUMNS, _vault_row)
-
-
-@vault_app.command("show")
-def vault_show(
-    group: GroupOption,
-    name: NameOption,
-    subscription: SubscriptionOption = None,
-    data_dir: DataDirOption = None,
-    output: OutputOption = "json",
-) -> None:
-    """One vault."""
-    sub = subscription_of(data_dir, subscription)
-    found = call(data_dir, "GET", resource_path(sub, group, VAULT_TYPE, name))
-    show(app_json(found), output, VAULT_COLUMNS, _vault_row)
-
-
-@vault_app.command("delete")
-def vault_delete(
-    group: GroupOption,
-    name: NameOption,
-    subscription: SubscriptionOption = None,
-    data_dir: DataDirOption = None,
-    output: OutputOption = "json",
-) -> None:
-    """Delete a vault."""
-    sub = subscription_of(data_dir, subscription)
-    emit(call(data_dir, "DELETE", resource_path(sub, group, VAULT_TYPE, name)), output)
+add_commands(
+    vault_app,
+    ResourceKind(
+        type_name=VAULT_TYPE,
+        to_json=app_json,
+        columns=VAULT_COLUMNS,
+        row=_vault_row,
+        list_help="Vaults you may read.",
+        show_help="One vault.",
+        delete_help="Delete a vault.",
+    ),
+)
 
 
 # ---------------------------------------------------------------------------- the data plane
