@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from keyless.authority.keys import Signer, jwks_document, load_signer, published_keys
 from keyless.authority.masterkey import MasterKey
+from keyless.authority.principal_state import PrincipalState, load_principal
 from keyless.store.generation import read_generations
 from keyless.store.models import (
     CertificateCredential,
@@ -98,6 +99,9 @@ class Snapshot:
     # Access tokens that passed `validate_access_token` against this snapshot, by (SHA-256 of
     # the token, resource API name); see keyless.authority.validation.
     validated: dict[tuple[bytes, str], TokenClaims] = field(default_factory=dict)
+    # Token principals as the directory had them at this generation, by (tenant, object ID);
+    # see keyless.authority.principal_state.
+    principals: dict[tuple[str, str], PrincipalState] = field(default_factory=dict)
 
 
 class AuthorityCache:
@@ -184,6 +188,16 @@ class AuthorityCache:
             keyset = PyJWKSet.from_dict(self.jwks(snapshot, tenant_id))
             snapshot.keysets[tenant_id] = keyset
         return keyset
+
+    def principal(self, snapshot: Snapshot, tenant_id: str, object_id: str) -> PrincipalState:
+        """Whether a token's principal still exists (and its revoked sessions), loaded once
+        per generation: every change to it bumps the generation."""
+        key = (tenant_id, object_id)
+        state = snapshot.principals.get(key)
+        if state is None:
+            state = load_principal(self._engine, tenant_id, object_id)
+            snapshot.principals[key] = state
+        return state
 
     def client(self, snapshot: Snapshot, tenant_id: str, app_id: str) -> ClientRecord | None:
         key = (tenant_id, app_id)

@@ -43,8 +43,13 @@ class Authority:
         return f"{self.endpoint}/{tenant_id}/oauth2/v2.0/token"
 
     def assertion_audiences(self, tenant_id: str) -> set[str]:
-        """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths)."""
-        return {self.token_endpoint(tenant_id), f"{self.endpoint}/{tenant_id}/oauth2/token"}
+        """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths) or the
+        issuer (RFC 7523bis allows either; nothing else, see client_auth.single_audience)."""
+        return {
+            self.token_endpoint(tenant_id),
+            f"{self.endpoint}/{tenant_id}/oauth2/token",
+            self.issuer(tenant_id),
+        }
 
 
 def _endpoint_aliases(endpoint: str) -> dict[str, str]:

@@ -9,8 +9,10 @@ it was copied, so the whole session is revoked (RFC 6819 5.2.2.3, OAuth 2.1 BCP)
 on logout (RFC 7009 revocation), when an administrator revokes a user's sessions, after 14 days
 without use, or 90 days after sign-in, whichever comes first.
 
-Access tokens already issued stay valid until they expire (at most the tenant's token lifetime):
-they are self-contained JWTs, as in Entra ID without continuous access evaluation.
+Access tokens already issued are self-contained JWTs: a third-party resource accepts them until
+they expire (at most the tenant's token lifetime), as in Entra ID without continuous access
+evaluation. Keyless's own resources refuse them from the revocation on (each revocation bumps
+the directory generation; see keyless.authority.principal_state).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from keyless.authority.directory import DirectoryError
 from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.tokens import Principal, mint
 from keyless.store import audit
+from keyless.store.generation import bump_generation
 from keyless.store.models import DeviceCode, RefreshToken, SignInSession, User
 
 if TYPE_CHECKING:
@@ -600,11 +603,13 @@ class DeveloperSignIn:
     ) -> OAuthError:
         """A retired refresh token came back: whoever holds the family's tokens may be a thief,
         so every token of the session stops working, and the event is audited."""
-        session.execute(
+        changed = session.execute(
             update(SignInSession)
             .where(SignInSession.id == sign_in.id, SignInSession.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason="replay")
         )
+        if _rowcount(changed):
+            bump_generation(session)  # the session's access tokens stop at Keyless's resources
         audit.write(
             session.connection(),
             audit.AuditRecord(
@@ -722,6 +727,9 @@ class DeveloperSignIn:
                         .values(revoked_at=now, revoked_reason="logout")
                     )
                     result = "revoked" if _rowcount(changed) else "already-revoked"
+                    if _rowcount(changed):
+                        # Its access tokens stop at Keyless's own resources too.
+                        bump_generation(session)
                     target, actor = sign_in.id, sign_in.user_object_id
                 audit.write(
                     session.connection(),
@@ -887,6 +895,11 @@ def revoke_user_sessions(
         .where(SignInSession.user_object_id == user.object_id, SignInSession.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="admin")
     )
+    # Access tokens already issued stop too, at Keyless's own resources: by session for those
+    # of a sign-in session, by time for the others (keyless.authority.principal_state). The
+    # generation bump drops every process's remembered tokens.
+    user.tokens_valid_from = now
+    bump_generation(session)
     audit.write(
         session.connection(),
         audit.AuditRecord(

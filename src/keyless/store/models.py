@@ -66,6 +66,9 @@ class User(Base):
     os_uid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     is_tenant_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    # Set by `keyless ad user revoke-sessions`: access tokens issued before it (iat < this)
+    # are refused at Keyless's own resources (keyless.authority.principal_state).
+    tokens_valid_from: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
     __table_args__ = (
         UniqueConstraint("tenant_id", "user_principal_name"),
         UniqueConstraint("tenant_id", "os_uid"),

@@ -1,0 +1,83 @@
+"""Whether an access token's principal may still use it at Keyless's own resources.
+
+A JWT is self-contained, so a third-party resource accepts it until it expires. Keyless's own
+resources (management API, vault, token gateway) can do better, cheaply: every change that ends
+a principal's access (deleting a service principal, a managed identity or its resource, an
+administrator's `keyless ad user revoke-sessions`, a sign-out, a replayed refresh token) bumps
+the directory generation in the same transaction, which drops every process's snapshot and the
+validated tokens remembered in it. The next use of a token is then checked in full again, and
+that check asks here: one indexed read per principal per generation, remembered in the snapshot,
+so a reused token still costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from keyless.store.models import ServicePrincipal, SignInSession, User
+
+
+@dataclass(frozen=True)
+class PrincipalState:
+    """What the directory says now about a token's `oid` in its tenant."""
+
+    exists: bool
+    tokens_valid_from: float | None = None  # users: iat before this is refused
+    revoked_sessions: frozenset[str] = frozenset()  # users: `sid`s of revoked sign-ins
+
+
+GONE = PrincipalState(exists=False)
+
+
+def load_principal(engine: Engine, tenant_id: str, object_id: str) -> PrincipalState:
+    """The state of a user or service principal (managed identities are service principals)."""
+    with Session(engine) as session:
+        user = session.get(User, object_id)
+        if user is not None:
+            if user.tenant_id != tenant_id:
+                return GONE
+            revoked = session.scalars(
+                select(SignInSession.id).where(
+                    SignInSession.user_object_id == object_id,
+                    SignInSession.revoked_at.is_not(None),
+                )
+            ).all()
+            return PrincipalState(True, user.tokens_valid_from, frozenset(revoked))
+        sp = session.get(ServicePrincipal, object_id)
+        if sp is not None and sp.tenant_id == tenant_id:
+            return PrincipalState(True)
+    return GONE
+
+
+def refusal(state: PrincipalState, claims: dict[str, Any]) -> tuple[str, str] | None:
+    """(code, message) if the token may no longer be used, else None."""
+    if not state.exists:
+        return (
+            "principal_deleted",
+            "the bearer token's principal no longer exists in the directory (it was deleted)",
+        )
+    sid = claims.get("sid")
+    if isinstance(sid, str):
+        # A token of a sign-in session is judged by its session: exact, even for a session
+        # started in the same second as the revocation (iat has whole seconds only).
+        if sid in state.revoked_sessions:
+            return (
+                "session_revoked",
+                "the bearer token belongs to a sign-in session that was revoked (sign-out, "
+                "`keyless ad user revoke-sessions`, or a replayed refresh token); sign in again",
+            )
+        return None
+    iat = claims.get("iat")
+    if state.tokens_valid_from is not None and (
+        not isinstance(iat, int | float) or iat < state.tokens_valid_from
+    ):
+        return (
+            "session_revoked",
+            "the bearer token was issued before an administrator revoked this user's sessions "
+            "(`keyless ad user revoke-sessions`); sign in again",
+        )
+    return None
