@@ -85,6 +85,7 @@ class TenantInfo:
     id: str
     domain: str
     token_lifetime_s: int
+    is_default: bool = False
 
 
 @dataclass
@@ -123,6 +124,11 @@ class AuthorityCache:
             generation = read_generations(connection)[0]
         return self.at(generation)
 
+    def latest(self) -> Snapshot:
+        """The snapshot built last, without reading the store: possibly stale, for what may be
+        (naming the tenant a refused request is recorded under)."""
+        return self._snapshot
+
     def built_at(self, generation: int) -> Snapshot | None:
         """The snapshot if it is already built for this directory generation (read by the
         caller in this request), else None: a caller that must not wait for a rebuild (an
@@ -143,7 +149,7 @@ class AuthorityCache:
     def _build(self, generation: int) -> Snapshot:
         with Session(self._engine) as session:
             tenants = {
-                t.id: TenantInfo(t.id, t.domain, t.token_lifetime_s)
+                t.id: TenantInfo(t.id, t.domain, t.token_lifetime_s, t.is_default)
                 for t in session.scalars(select(Tenant))
             }
             resources: dict[str, dict[str, ResourceInfo]] = {t: {} for t in tenants}
