@@ -268,3 +268,31 @@ def test_revoked_sessions_stop_user_tokens_at_all_three_resources(world: World) 
         "account", "get-access-token", "--scope", "api://keyless/postgres/.default"
     )
     assert world.binds("revoked_user", postgres_again["accessToken"]) == [0, 0]
+
+
+def test_deleting_managed_identities_removes_their_database_role_mappings(world: World) -> None:
+    """A user-assigned identity and an app's system-assigned identity go with their resource
+    group; the roles mapped to them go too (they are deleted through the same hook)."""
+    server = world.server
+    group = f"mi-{uuid.uuid4().hex[:8]}"
+    server.cli("group", "create", "-n", group)
+    uai = server.cli_json("identity", "create", "-g", group, "-n", "worker-id")
+    app = server.cli_json(
+        "app", "create", "-g", group, "-n", "web", "--assign-identity", "[system]"
+    )
+    mapped = {"uai_role": uai["principalId"], "app_role": app["identity"]["principalId"]}
+    admin = server.admin_token()
+    for role, principal in mapped.items():
+        world.map_role(role, principal)
+        assert (
+            world.arm("GET", f"{world.pg_server_id}/roleMappings/{role}", admin).status_code == 200
+        )
+
+    server.cli("group", "delete", "-n", group, "--yes")
+
+    admin = server.admin_token()
+    for role in mapped:
+        gone = world.arm("GET", f"{world.pg_server_id}/roleMappings/{role}", admin)
+        assert gone.status_code == 404, gone.text
+    listed = world.arm("GET", f"{world.pg_server_id}/roleMappings", admin).json()["value"]
+    assert not {m["name"] for m in listed} & set(mapped)
