@@ -296,3 +296,91 @@ def test_deleting_managed_identities_removes_their_database_role_mappings(world:
         assert gone.status_code == 404, gone.text
     listed = world.arm("GET", f"{world.pg_server_id}/roleMappings", admin).json()["value"]
     assert not {m["name"] for m in listed} & set(mapped)
+
+
+def test_a_disabled_service_principal_gets_no_token_and_its_tokens_stop(world: World) -> None:
+    server = world.server
+    created = server.cli_json(
+        "ad", "sp", "create-for-rbac", "--name", f"off-{uuid.uuid4().hex[:8]}", "--secret"
+    )
+    app_id, secret = created["appId"], created["password"]
+    object_id = server.cli_json("ad", "sp", "show", "--id", app_id)["id"]
+    rg = f"/subscriptions/{server.subscription_id}/resourceGroups/{GROUP}"
+    server.cli(
+        "role", "assignment", "create", "--assignee", app_id, "--role", "Reader", "--scope", rg
+    )
+    world.map_role("disabled_app", object_id)
+    management = world.client_token(app_id, secret, "api://keyless/management/.default")
+    vault = world.client_token(app_id, secret, "api://keyless/vault/.default")
+    postgres = world.client_token(app_id, secret, "api://keyless/postgres/.default")
+    assert world.arm("GET", rg, management).status_code == 200
+    assert world.binds("disabled_app", postgres) == [0, 0]
+
+    shown = server.cli_json("ad", "sp", "update", "--id", app_id, "--set", "accountEnabled=false")
+    assert shown["accountEnabled"] is False
+
+    refused = world.http.post(
+        server.token_url(),
+        data={
+            "grant_type": "client_credentials",
+            "client_id": app_id,
+            "client_secret": secret,
+            "scope": "api://keyless/management/.default",
+        },
+    )
+    assert refused.status_code == 400 and refused.json()["error_codes"] == [7000112]
+    assert "disabled" in refused.json()["error_description"] and secret not in refused.text
+    _refused(world.arm("GET", rg, management), "disabled")
+    _refused(world.vault_read(vault), "disabled")
+    before = last_audit_id(world.authority.engine)
+    assert world.binds("disabled_app", postgres) == [49, 49]
+    refusals = [r["result"] for r in bind_records(world.authority.engine, before)]
+    assert refusals == ["principal_disabled", "principal_disabled"]
+
+    # Enabled again, it has everything it had: its role, its mapping, its tokens.
+    server.cli("ad", "sp", "update", "--id", app_id, "--set", "accountEnabled=true")
+    assert world.arm("GET", rg, management).status_code == 200
+    assert world.binds("disabled_app", postgres) == [0, 0]
+    fresh = world.client_token(app_id, secret, "api://keyless/management/.default")
+    assert world.arm("GET", rg, fresh).status_code == 200
+
+    wrong = server.cli("ad", "sp", "update", "--id", app_id, "--set", "displayName=x", check=False)
+    assert wrong.returncode != 0 and "only accountEnabled" in wrong.stderr
+
+
+def test_a_disabled_users_tokens_stop(world: World) -> None:
+    server = world.server
+    upn = f"off-{uuid.uuid4().hex[:8]}@example.test"
+    with Session(world.authority.engine) as session, session.begin():
+        tenant = session.get(
+            User, jwt.decode(server.admin_token(), options={"verify_signature": False})["oid"]
+        )
+        assert tenant is not None
+        user = User(
+            object_id=str(uuid.uuid4()),
+            tenant_id=tenant.tenant_id,
+            user_principal_name=upn,
+            display_name="Off",
+            created_at=0.0,
+        )
+        session.add(user)
+        user_id = user.object_id
+    token = _user_token(world.authority, user_id, "management", None)
+    rg = f"/subscriptions/{server.subscription_id}/resourceGroups/{GROUP}"
+    assert world.arm("GET", rg, token).status_code == 403  # accepted, no role
+
+    shown = server.cli_json("ad", "user", "update", "--id", upn, "--account-enabled", "false")
+    assert shown["accountEnabled"] is False
+    _refused(world.arm("GET", rg, token), "disabled")
+    listed = {u["userPrincipalName"]: u for u in server.cli_json("ad", "user", "list")}
+    assert listed[upn]["accountEnabled"] is False
+
+    server.cli("ad", "user", "update", "--id", upn, "--account-enabled", "true")
+    assert world.arm("GET", rg, token).status_code == 403
+
+    # Nobody disables their own account: there might be nobody left to enable it.
+    admin_upn = jwt.decode(server.admin_token(), options={"verify_signature": False})["upn"]
+    own = server.cli(
+        "ad", "user", "update", "--id", admin_upn, "--account-enabled", "false", check=False
+    )
+    assert own.returncode != 0 and "your own account" in own.stderr

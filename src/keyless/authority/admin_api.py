@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.authority import directory, keys, refusals, sessions
+from keyless.authority import accounts, directory, keys, refusals, sessions
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.directory import DirectoryError
@@ -307,6 +307,16 @@ def _users(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
     return {"value": directory.list_users(s, c.tenant_id)}
 
 
+def _sp_update(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    enabled = accounts.account_enabled(body)
+    return accounts.set_service_principal_enabled(s, c.tenant_id, r.path_params["id"], enabled)
+
+
+def _user_update(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    enabled = accounts.account_enabled(body)
+    return accounts.set_user_enabled(s, c.tenant_id, r.path_params["id"], enabled, c.object_id)
+
+
 def _revoke_sessions(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
     return sessions.revoke_user_sessions(
         s, c.tenant_id, r.path_params["id"], c.object_id, r.state.trace_id
@@ -468,6 +478,13 @@ def build_routes(authority: Authority) -> list[Route]:
             "directory.servicePrincipals.delete",
             _sp_delete,
         ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}",
+            "PATCH",
+            "directory.servicePrincipals.update",
+            _sp_update,
+        ),
+        api.route(f"{p}/users/{{id}}", "PATCH", "directory.users.update", _user_update),
         api.route(
             f"{p}/servicePrincipals/{{id}}/credentials",
             "POST",

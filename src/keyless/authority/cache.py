@@ -71,6 +71,7 @@ class ClientRecord:
     secrets: tuple[SecretInfo, ...]
     certificates: tuple[CertificateInfo, ...]
     federated: tuple[FederationInfo, ...]
+    enabled: bool = True  # a disabled application gets no token (loaded per generation)
 
 
 @dataclass(frozen=True)
@@ -257,4 +258,5 @@ class AuthorityCache:
                 secrets=secrets,
                 certificates=tuple(certificates),
                 federated=federated,
+                enabled=sp.account_enabled,
             )

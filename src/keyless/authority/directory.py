@@ -103,6 +103,7 @@ def sp_json(sp: ServicePrincipal) -> dict[str, Any]:
         "servicePrincipalType": sp.kind,
         "appOwnerOrganizationId": sp.tenant_id,
         "alternativeNames": [sp.resource_id] if sp.resource_id else [],
+        "accountEnabled": sp.account_enabled,
     }
 
 
@@ -378,6 +379,7 @@ def list_users(session: Session, tenant_id: str) -> list[dict[str, Any]]:
             "userPrincipalName": u.user_principal_name,
             "displayName": u.display_name,
             "tenantAdministrator": u.is_tenant_admin,
+            "accountEnabled": u.account_enabled,
         }
         for u in rows
     ]

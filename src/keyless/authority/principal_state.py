@@ -2,8 +2,9 @@
 
 A JWT is self-contained, so a third-party resource accepts it until it expires. Keyless's own
 resources (management API, vault, token gateway) can do better, cheaply: every change that ends
-a principal's access (deleting a service principal, a managed identity or its resource, an
-administrator's `keyless ad user revoke-sessions`, a sign-out, a replayed refresh token) bumps
+a principal's access (deleting or disabling a service principal, a managed identity or its
+resource, or a user; an administrator's `keyless ad user revoke-sessions`; a sign-out; a
+replayed refresh token) bumps
 the directory generation in the same transaction, which drops every process's snapshot and the
 validated tokens remembered in it. The next use of a token is then checked in full again, and
 that check asks here: one indexed read per principal per generation, remembered in the snapshot,
@@ -26,6 +27,7 @@ class PrincipalState:
     """What the directory says now about a token's `oid` in its tenant."""
 
     exists: bool
+    enabled: bool = True
     tokens_valid_from: float | None = None  # users: iat before this is refused
     revoked_sessions: frozenset[str] = frozenset()  # users: `sid`s of revoked sign-ins
 
@@ -46,10 +48,12 @@ def load_principal(engine: Engine, tenant_id: str, object_id: str) -> PrincipalS
                     SignInSession.revoked_at.is_not(None),
                 )
             ).all()
-            return PrincipalState(True, user.tokens_valid_from, frozenset(revoked))
+            return PrincipalState(
+                True, user.account_enabled, user.tokens_valid_from, frozenset(revoked)
+            )
         sp = session.get(ServicePrincipal, object_id)
         if sp is not None and sp.tenant_id == tenant_id:
-            return PrincipalState(True)
+            return PrincipalState(True, sp.account_enabled)
     return GONE
 
 
@@ -59,6 +63,13 @@ def refusal(state: PrincipalState, claims: dict[str, Any]) -> tuple[str, str] | 
         return (
             "principal_deleted",
             "the bearer token's principal no longer exists in the directory (it was deleted)",
+        )
+    if not state.enabled:
+        return (
+            "principal_disabled",
+            "the bearer token's principal is disabled; a tenant administrator can enable it "
+            "again (`keyless ad sp update --id ID --set accountEnabled=true`, or "
+            "`keyless ad user update --id UPN --account-enabled true`)",
         )
     sid = claims.get("sid")
     if isinstance(sid, str):

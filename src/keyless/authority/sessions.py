@@ -221,6 +221,14 @@ def _tenant(snapshot: Snapshot, tenant_id: str) -> TenantInfo:
     return tenant
 
 
+def _user_disabled() -> OAuthError:
+    return _invalid_grant(
+        "the signed-in user is disabled; ask a tenant administrator to enable it "
+        "(`keyless ad user update --id UPN --account-enabled true`)",
+        errors.USER_DISABLED,
+    )
+
+
 def _invalid_grant(description: str, code: int) -> OAuthError:
     return OAuthError("invalid_grant", description, code)
 
@@ -498,6 +506,8 @@ class DeveloperSignIn:
                         "the user who approved this sign-in no longer exists",
                         errors.USER_GONE,
                     )
+                elif not user.account_enabled:
+                    failure = _user_disabled()
                 else:
                     attempt.actor = user.object_id
                     sign_in = start_session(session, tenant.id, user.object_id, "device_code", now)
@@ -555,6 +565,8 @@ class DeveloperSignIn:
                     failure = _invalid_grant(
                         "the signed-in user no longer exists", errors.USER_GONE
                     )
+                elif not user.account_enabled:
+                    failure = _user_disabled()
                 else:
                     sign_in.last_used_at = now
                     result = self._issue(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import DataDir, ServerConfig, default_data_dir
+from keyless.cli import accounts as _accounts  # noqa: F401 - adds `ad sp/user update`
 from keyless.cli import ad, admin, gateway, postgres, resources, roles, signin, vault
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import connection as _connection  # noqa: F401 - adds `keyless app connection`
