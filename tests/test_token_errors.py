@@ -447,6 +447,22 @@ def test_two_authorization_headers_are_refused(
         expect_unattributed_audit(audit, body)
 
 
+def test_two_authorization_headers_are_refused_at_revocation(
+    server: KeylessServer, http: httpx.Client
+) -> None:
+    url = f"{server.endpoint}/{server.tenant_id}/oauth2/v2.0/revoke"
+    twice = [("Authorization", basic("a", "s3cr3t-value")), ("Authorization", basic("c", "d"))]
+    response = http.post(url, data={"token": "x"}, headers=twice)
+    body = expect_error(
+        response,
+        400,
+        "invalid_request",
+        ("more than one Authorization header",),
+        hidden=("s3cr3t-value",),
+    )
+    assert body["error_codes"] == [90014]
+
+
 # --- certificate assertions -----------------------------------------------------------------
 
 
