@@ -5,9 +5,11 @@ verification and no store round trip beyond the generation read. A token that pa
 remembered in the authority's snapshot (by its SHA-256, not the token itself), so a client that
 reuses its token, as every SDK does, costs a dictionary lookup and the time checks from then
 on. Everything else the check depends on (tenants, resource APIs and their audiences, the
-tenant's published keys) is in that snapshot, which is dropped whenever the directory
-generation moves (a key rotated or retired, a tenant or resource API changed): from then on the
-token is checked in full again, in every process.
+tenant's published keys, whether the token's principal still exists and is enabled and which of
+its sessions are revoked: keyless.authority.principal_state) is in that snapshot, which is
+dropped whenever the directory generation moves (a key rotated or retired, a tenant or resource
+API changed, a principal deleted or disabled, a session revoked): from then on the token is
+checked in full again, in every process. That is how revocation reaches Keyless's resources.
 """
 
 from __future__ import annotations
