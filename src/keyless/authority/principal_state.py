@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, bindparam, select
 
 from keyless.store.models import ServicePrincipal, SignInSession, User
 
@@ -35,25 +34,34 @@ class PrincipalState:
 GONE = PrincipalState(exists=False)
 
 
+_U = User.__table__.c
+_SP = ServicePrincipal.__table__.c
+_S = SignInSession.__table__.c
+_USER = select(_U.tenant_id, _U.account_enabled, _U.tokens_valid_from).where(
+    _U.object_id == bindparam("oid")
+)
+_SERVICE_PRINCIPAL = select(_SP.tenant_id, _SP.account_enabled).where(
+    _SP.object_id == bindparam("oid")
+)
+_REVOKED = select(_S.id).where(_S.user_object_id == bindparam("oid"), _S.revoked_at.is_not(None))
+
+
 def load_principal(engine: Engine, tenant_id: str, object_id: str) -> PrincipalState:
-    """The state of a user or service principal (managed identities are service principals)."""
-    with Session(engine) as session:
-        user = session.get(User, object_id)
+    """The state of a user or service principal (managed identities are service principals).
+    SQLAlchemy Core, not the ORM: it runs after every directory change for each principal that
+    presents a token, and the ORM's unit of work would cost more than the reads."""
+    with engine.connect() as connection:
+        user = connection.execute(_USER, {"oid": object_id}).first()
         if user is not None:
             if user.tenant_id != tenant_id:
                 return GONE
-            revoked = session.scalars(
-                select(SignInSession.id).where(
-                    SignInSession.user_object_id == object_id,
-                    SignInSession.revoked_at.is_not(None),
-                )
-            ).all()
+            revoked = connection.execute(_REVOKED, {"oid": object_id}).scalars().all()
             return PrincipalState(
-                True, user.account_enabled, user.tokens_valid_from, frozenset(revoked)
+                True, bool(user.account_enabled), user.tokens_valid_from, frozenset(revoked)
             )
-        sp = session.get(ServicePrincipal, object_id)
+        sp = connection.execute(_SERVICE_PRINCIPAL, {"oid": object_id}).first()
         if sp is not None and sp.tenant_id == tenant_id:
-            return PrincipalState(True, sp.account_enabled)
+            return PrincipalState(True, bool(sp.account_enabled))
     return GONE
 
 
