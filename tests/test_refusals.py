@@ -40,7 +40,7 @@ from keyless.store.migrate import upgrade
 from keyless.store.models import AuditEvent
 from keyless.store.refusal_audit import RefusalAudit
 from tests.support.server import KeylessServer, running_server
-from tests.test_revocation import _loopback_vault_hosts
+from tests.test_vault import _loopback_vault_hosts
 
 API = "api-version=2022-12-01"
 

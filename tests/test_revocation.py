@@ -37,18 +37,12 @@ from keyless.store.models import DatabaseRoleMapping, User
 from tests.support.gateway import GatewayThread
 from tests.support.server import KeylessServer, running_server
 from tests.test_gateway import bind_records, last_audit_id, ldap3_bind
+from tests.test_vault import _loopback_vault_hosts
 
 VAULT = "revoke-vault"
 GROUP = "revoke-rg"
 PG_SERVER = "revokedb"
 API = "api-version=2022-12-01"
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def _loopback_vault_hosts(host: Any, *args: Any, **kwargs: Any) -> Any:
-    if isinstance(host, str) and host.lower().endswith(".vault.localhost"):
-        host = "127.0.0.1"
-    return _real_getaddrinfo(host, *args, **kwargs)
 
 
 @dataclass
@@ -188,8 +182,8 @@ def test_a_deleted_service_principals_tokens_stop_at_all_three_resources(world: 
     server.cli("ad", "sp", "delete", "--id", app_id)
 
     # After: refused as tokens (401), not merely unauthorized, everywhere, from the next call.
-    _refused(world.arm("GET", rg, management), "no longer exists")
-    _refused(world.vault_read(vault), "no longer exists")
+    _refused(world.arm("GET", rg, management), "does not exist")
+    _refused(world.vault_read(vault), "does not exist")
     before = last_audit_id(world.authority.engine)
     assert world.binds("revoked_app", postgres) == [49, 49]
     refusals = [r["result"] for r in bind_records(world.authority.engine, before)]

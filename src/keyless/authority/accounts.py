@@ -1,6 +1,6 @@
-"""Disabling and enabling accounts: service principals (applications and managed identities) and
-users, as `az ad sp update --set accountEnabled=false` and `az ad user update --account-enabled
-false` do in Entra ID.
+"""Users as accounts (finding and listing them), and disabling and enabling accounts: service
+principals (applications and managed identities) and users, as `az ad sp update --set
+accountEnabled=false` and `az ad user update --account-enabled false` do in Entra ID.
 
 A disabled account keeps everything it has (credentials, role assignments, database role
 mappings, group memberships), so enabling it again restores it as it was; while it is disabled
@@ -79,6 +79,13 @@ def set_user_enabled(
         user.account_enabled = enabled
         bump_generation(session)
     return user_json(user)
+
+
+def list_users(session: Session, tenant_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(User).where(User.tenant_id == tenant_id).order_by(User.user_principal_name)
+    )
+    return [user_json(u) for u in rows]
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -151,15 +151,7 @@ class AdminApi:
                     result = handler(session, claims, request, body)
             except _Denied:
                 refusals.recorded(
-                    refusals.caller_refused(
-                        self.authority,
-                        actor=claims.object_id,
-                        tenant_id=claims.tenant_id,
-                        action=action,
-                        target=target,
-                        trace_id=trace_id,
-                        details={"appId": claims.app_id, "idtyp": claims.idtyp},
-                    )
+                    refusals.caller_refused(self.authority, claims, action, target, trace_id)
                 )
                 return _fail(
                     403,
@@ -185,14 +177,7 @@ class AdminApi:
         trace_id: str,
     ) -> Future[bool] | None:
         return refusals.token_refused(
-            self.authority,
-            token=token,
-            reason=reason,
-            status=status,
-            action=action,
-            target=request.url.path,
-            source=request.client.host if request.client else "",
-            trace_id=trace_id,
+            self.authority, request, token, reason, status, action, trace_id
         )
 
     def _audit(
@@ -304,7 +289,7 @@ def _fic_delete(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> A
 
 
 def _users(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
-    return {"value": directory.list_users(s, c.tenant_id)}
+    return {"value": accounts.list_users(s, c.tenant_id)}
 
 
 def _sp_update(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:

@@ -369,22 +369,6 @@ def delete_federated_credential(session: Session, app_id: str, ref: str) -> None
 # ------------------------------------------------------------------------------ users, groups
 
 
-def list_users(session: Session, tenant_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(User).where(User.tenant_id == tenant_id).order_by(User.user_principal_name)
-    )
-    return [
-        {
-            "id": u.object_id,
-            "userPrincipalName": u.user_principal_name,
-            "displayName": u.display_name,
-            "tenantAdministrator": u.is_tenant_admin,
-            "accountEnabled": u.account_enabled,
-        }
-        for u in rows
-    ]
-
-
 def group_json(group: Group) -> dict[str, Any]:
     return {"id": group.object_id, "displayName": group.display_name}
 

@@ -70,7 +70,8 @@ def refusal(state: PrincipalState, claims: dict[str, Any]) -> tuple[str, str] | 
     if not state.exists:
         return (
             "principal_deleted",
-            "the bearer token's principal no longer exists in the directory (it was deleted)",
+            "the bearer token's principal does not exist in its tenant's directory (it was "
+            "deleted); a new identity needs a new token",
         )
     if not state.enabled:
         return (

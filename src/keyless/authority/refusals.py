@@ -14,8 +14,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import jwt
+from starlette.requests import Request
 
 from keyless.authority.context import Authority
+from keyless.authority.validation import TokenClaims
 from keyless.store.audit import AuditRecord
 from keyless.store.grant_log import GrantLogError, wait_for_commit, wait_for_commit_async
 
@@ -35,21 +37,20 @@ def tenant_of(authority: Authority, token: str | None) -> str | None:
 
 def token_refused(
     authority: Authority,
-    *,
+    request: Request,
     token: str | None,
     reason: str,
     status: int,
     action: str,
-    target: str,
-    source: str,
     trace_id: str,
 ) -> Future[bool] | None:
     """Audit a request refused for its credential (401, or 400 for a malformed one): folded
     by (reason, source address, action), whatever the path or token."""
+    source = request.client.host if request.client else ""
     record = AuditRecord(
         actor="unknown",
         action=action,
-        target=target,
+        target=request.url.path,
         result=RESULT,
         trace_id=trace_id,
         tenant_id=tenant_of(authority, token),
@@ -60,26 +61,24 @@ def token_refused(
 
 def caller_refused(
     authority: Authority,
-    *,
-    actor: str,
-    tenant_id: str,
+    claims: TokenClaims,
     action: str,
     target: str,
     trace_id: str,
-    details: dict[str, Any],
+    **details: Any,
 ) -> Future[bool] | None:
     """Audit an authenticated caller refused (403): folded only when the same principal is
     refused the same action at the same scope again."""
     record = AuditRecord(
-        actor=actor,
+        actor=claims.object_id,
         action=action,
         target=target,
         result=RESULT,
         trace_id=trace_id,
-        tenant_id=tenant_id,
-        details={"status": 403, **details},
+        tenant_id=claims.tenant_id,
+        details={"status": 403, "appId": claims.app_id, "idtyp": claims.idtyp, **details},
     )
-    return authority.refusals.refused(record, actor, f"{action} {target}")
+    return authority.refusals.refused(record, claims.object_id, f"{action} {target}")
 
 
 def recorded(committed: Future[bool] | None) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyless.authority import errors
+from keyless.authority.accounts import find_user
 from keyless.authority.cache import ResourceInfo, Snapshot, TenantInfo
 from keyless.authority.context import Authority
 from keyless.authority.directory import DirectoryError
@@ -887,20 +888,7 @@ def revoke_user_sessions(
     session: Session, tenant_id: str, ref: str, actor_id: str, trace_id: str
 ) -> dict[str, Any]:
     """An administrator ends every sign-in session of a user (object ID or UPN)."""
-    if not ref or len(ref) > 320:
-        raise DirectoryError(400, "BadRequest", "give the user's object ID or UPN")
-    user = session.scalars(
-        select(User).where(
-            User.tenant_id == tenant_id,
-            or_(User.object_id == ref, func.lower(User.user_principal_name) == ref.lower()),
-        )
-    ).first()
-    if user is None:
-        raise DirectoryError(
-            404,
-            "UserNotFound",
-            "no user with that object ID or UPN in this tenant; `keyless ad user list` shows them",
-        )
+    user = find_user(session, tenant_id, ref)
     now = time.time()
     changed = session.execute(
         update(SignInSession)

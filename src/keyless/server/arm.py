@@ -143,15 +143,9 @@ class ArmApi:
     def _token_refused(
         self, request: Request, token: str | None, reason: str, status: int, trace_id: str
     ) -> Future[bool] | None:
+        kind = self._kind(request)
         return refusals.token_refused(
-            self.authority,
-            token=token,
-            reason=reason,
-            status=status,
-            action=self._kind(request),
-            target=request.url.path,
-            source=request.client.host if request.client else "",
-            trace_id=trace_id,
+            self.authority, request, token, reason, status, kind, trace_id
         )
 
     def _run(
@@ -221,17 +215,7 @@ class ArmApi:
                 assert denied is not None
                 refusals.recorded(
                     refusals.caller_refused(
-                        self.authority,
-                        actor=claims.object_id,
-                        tenant_id=claims.tenant_id,
-                        action=action,
-                        target=parsed.id(),
-                        trace_id=trace_id,
-                        details={
-                            "appId": claims.app_id,
-                            "idtyp": claims.idtyp,
-                            "reason": denied.reason,
-                        },
+                        self.authority, claims, action, parsed.id(), trace_id, reason=denied.reason
                     )
                 )
                 return arm_error(
