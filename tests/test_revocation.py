@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -378,3 +379,40 @@ def test_a_disabled_users_tokens_stop(world: World) -> None:
         "ad", "user", "update", "--id", admin_upn, "--account-enabled", "false", check=False
     )
     assert own.returncode != 0 and "your own account" in own.stderr
+
+
+def test_a_revoked_session_outlives_its_end_until_its_tokens_have_expired(world: World) -> None:
+    """The store clean-up keeps a revoked session's row while access tokens it issued may still
+    be unexpired, even past the session's own end; otherwise the next directory change would
+    make those tokens good again at Keyless's resources."""
+    from keyless.authority import sessions
+    from keyless.authority.principal_state import load_principal
+    from keyless.store.generation import bump_generation
+    from keyless.store.models import SignInSession
+
+    admin = jwt.decode(world.server.admin_token(), options={"verify_signature": False})
+    now = time.time()
+    sid = str(uuid.uuid4())
+    with Session(world.authority.engine) as session, session.begin():
+        session.add(
+            SignInSession(
+                id=sid,
+                tenant_id=admin["tid"],
+                user_object_id=admin["oid"],
+                client_id=CLI_APP_ID,
+                auth_method="local",
+                created_at=now - 90 * 86400,
+                last_used_at=now - 600,
+                expires_at=now - 60,  # the session's hard end has passed...
+                revoked_at=now - 120,  # ...shortly after it was revoked
+                revoked_reason="admin",
+            )
+        )
+        bump_generation(session)  # as the revocation did, in its transaction
+    with Session(world.authority.engine) as session, session.begin():
+        sessions.purge_expired(session, now + sessions.PURGE_INTERVAL_S * 2)
+    state = load_principal(world.authority.engine, admin["tid"], admin["oid"])
+    assert sid in state.revoked_sessions
+    token = _user_token(world.authority, admin["oid"], "management", sid)
+    rg = f"/subscriptions/{world.server.subscription_id}/resourceGroups/{GROUP}"
+    _refused(world.arm("GET", rg, token), "revoked")

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -933,19 +933,13 @@ def purge_expired(session: Session, now: float) -> None:
     _last_purge = now
     session.execute(delete(DeviceCode).where(DeviceCode.expires_at < now - 3600))
     session.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))
-    # A revoked session's tokens have all expired REFRESH_IDLE_S after the revocation.
-    finished = select(SignInSession.id).where(
-        or_(
-            SignInSession.expires_at < now,
-            SignInSession.revoked_at < now - REFRESH_IDLE_S,
-        )
+    # A revoked session's tokens have all expired REFRESH_IDLE_S after the revocation. Until
+    # then its row stays, even past the session's own end: it is how Keyless's resources know
+    # that the access tokens it issued are revoked (keyless.authority.principal_state).
+    done = or_(
+        and_(SignInSession.expires_at < now, SignInSession.revoked_at.is_(None)),
+        SignInSession.revoked_at < now - REFRESH_IDLE_S,
     )
+    finished = select(SignInSession.id).where(done)
     session.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(finished)))
-    session.execute(
-        delete(SignInSession).where(
-            or_(
-                SignInSession.expires_at < now,
-                SignInSession.revoked_at < now - REFRESH_IDLE_S,
-            )
-        )
-    )
+    session.execute(delete(SignInSession).where(done))
