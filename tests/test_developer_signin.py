@@ -813,6 +813,14 @@ def test_admin_revokes_a_users_sessions(
     assert "sign in again" in message and "--use-device-code" in message
     assert held not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
+    # The access tokens already issued stop too, at Keyless's own resources (issue #11).
+    refused = http.get(
+        "/admin/v1/audit", headers={"Authorization": f"Bearer {admin['accessToken']}"}
+    )
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    server.cli("login")  # a new sign-in session, for this test and the ones after it
+    admin.update(json.loads((server.data_dir / "cli" / "token.json").read_text()))
+
     missing = server.cli("ad", "user", "revoke-sessions", "--id", "nobody@nowhere", check=False)
     assert missing.returncode != 0 and "no user" in said(missing)
     records = audit(server, admin, http, action="session.revoke", result="revoked")

@@ -451,6 +451,13 @@ REFUSALS = {
     "unknown_tenant": lambda d: (ROLE, forge(d.token(), tid=str(uuid.uuid4()))),
     "wrong_issuer": lambda d: (ROLE, d.token(issuer="https://elsewhere.example/t/v2.0")),
     "not_a_jwt": lambda d: (ROLE, "not-a-token"),
+    # iat 200 s ahead (nbf is iat - 300, so not the check that fires): beyond the 60 s skew.
+    "issued_in_future": lambda d: (ROLE, d.token(now=time.time() + 200)),
+    # Signed by the tenant's key, for a principal the tenant does not have (any more).
+    "principal_deleted": lambda d: (
+        ROLE,
+        d.token(Identity(str(uuid.uuid4()), d.alice.app_id)),
+    ),
 }
 
 
@@ -846,8 +853,9 @@ def test_postgresql_login_through_a_group_mapping(stack: Stack) -> None:
 
 
 def _other_tenant_token(stack: Stack) -> str:
-    """A valid token of another tenant in the same store (its own keys and postgres API),
-    for the same object ID as the role's owner."""
+    """A valid token of another tenant in the same store (its own keys and postgres API), for
+    a principal of that tenant (a token naming a principal its tenant does not have is refused
+    before any role is looked at, as `principal_deleted`)."""
     now = time.time()
     with Session(stack.engine) as session, session.begin():
         tenant = Tenant(
@@ -869,8 +877,9 @@ def _other_tenant_token(stack: Stack) -> str:
             )
         )
         keys.create_initial_keys(session, stack.authority.master, tenant.id)
-        tenant_id = tenant.id
-    return mint_token(stack.authority, tenant_id, stack.alice)
+        other = create_service_principal(session, tenant.id, "other-tenant-app")
+        tenant_id, who = tenant.id, Identity(other.object_id, other.app_id)
+    return mint_token(stack.authority, tenant_id, who)
 
 
 E2E_REFUSALS = {

@@ -109,8 +109,9 @@ endpoint = httpx.URL(os.environ["IDENTITY_ENDPOINT"])
 results = {}
 with httpx.Client(timeout=30) as http:
     for name, (path, params, headers) in ARGS["cases"].items():
-        headers = {k: v.replace("$HEADER", os.environ["IDENTITY_HEADER"])
-                   for k, v in headers.items()}
+        # A list of [name, value] pairs may repeat a header; a dict may not.
+        pairs = headers if isinstance(headers, list) else list(headers.items())
+        headers = [(k, v.replace("$HEADER", os.environ["IDENTITY_HEADER"])) for k, v in pairs]
         url = endpoint if path is None else endpoint.copy_with(path=path)
         response = http.get(url, params=params, headers=headers)
         try:
@@ -793,8 +794,13 @@ def test_bad_requests_to_the_endpoint_get_clear_errors(world: World, tmp_path: P
     imds_path = "/metadata/identity/oauth2/token"
     imds_params = {"api-version": "2018-02-01", "resource": POSTGRES_AZURE}
     other_system_oid = world.other_app["identity"]["principalId"]
-    cases: dict[str, tuple[str | None, dict[str, str], dict[str, str]]] = {
+    cases: dict[str, tuple[str | None, dict[str, str], dict[str, str] | list[list[str]]]] = {
         "ok": (None, ok_params, header),
+        "two headers": (
+            None,
+            ok_params,
+            [["X-IDENTITY-HEADER", "$HEADER"], ["X-IDENTITY-HEADER", "not-the-header"]],
+        ),
         "missing header": (None, ok_params, {}),
         "wrong header": (None, ok_params, {"X-IDENTITY-HEADER": "not-the-header"}),
         "empty header": (None, ok_params, {"X-IDENTITY-HEADER": ""}),
@@ -881,6 +887,7 @@ def test_bad_requests_to_the_endpoint_get_clear_errors(world: World, tmp_path: P
     refused("missing header", 401, "no X-IDENTITY-HEADER", "IDENTITY_HEADER")
     refused("wrong header", 401, "does not match")
     refused("empty header", 401, "no X-IDENTITY-HEADER")
+    refused("two headers", 400, "more than one X-IDENTITY-HEADER header", "exactly one")
     refused("unknown resource", 400, "https://no-such-api.example", "keyless ad api list")
     refused("missing resource", 400, "resource=")
     refused("wrong api-version", 400, "api-version", "2019-08-01")

@@ -412,6 +412,57 @@ def test_secret_via_http_basic_gets_a_token(
     expect_token(http.post(server.token_url(), data=form, headers=headers))
 
 
+def test_a_single_audience_may_be_a_one_element_list_or_the_issuer(
+    server: KeylessServer, http: httpx.Client, ctx: Ctx
+) -> None:
+    """What RFC 7523bis allows besides MSAL's string `aud` (the token endpoint): the same in a
+    list of one, and the issuer identifier; and a little clock skew on `iat`."""
+    issuer = f"{server.endpoint}/{server.tenant_id}/v2.0"
+    for aud in ([server.token_url()], issuer):
+        assertion = good_assertion(ctx, aud=aud, iat=int(time.time()) + 60)
+        expect_token(
+            http.post(server.token_url(), data=assertion_form(ctx.client.app_id, assertion))
+        )
+
+
+def test_two_authorization_headers_are_refused(
+    server: KeylessServer, audit: AuditLog, http: httpx.Client, secret_client: SecretClient
+) -> None:
+    """Which of two credentials a server reads depends on its framework: refuse, never pick."""
+    form = {"grant_type": "client_credentials", "scope": SCOPE}
+    good = basic(secret_client.app_id, secret_client.password)
+    for headers in (
+        [("Authorization", good), ("Authorization", basic(secret_client.app_id, "wrong"))],
+        [("Authorization", good), ("Authorization", good)],
+    ):
+        response = http.post(server.token_url(), data=form, headers=headers)
+        body = expect_error(
+            response,
+            400,
+            "invalid_request",
+            ("more than one Authorization header", "exactly one"),
+            hidden=(secret_client.password,),
+        )
+        assert body["error_codes"] == [90014]
+        expect_unattributed_audit(audit, body)
+
+
+def test_two_authorization_headers_are_refused_at_revocation(
+    server: KeylessServer, http: httpx.Client
+) -> None:
+    url = f"{server.endpoint}/{server.tenant_id}/oauth2/v2.0/revoke"
+    twice = [("Authorization", basic("a", "s3cr3t-value")), ("Authorization", basic("c", "d"))]
+    response = http.post(url, data={"token": "x"}, headers=twice)
+    body = expect_error(
+        response,
+        400,
+        "invalid_request",
+        ("more than one Authorization header",),
+        hidden=("s3cr3t-value",),
+    )
+    assert body["error_codes"] == [90014]
+
+
 # --- certificate assertions -----------------------------------------------------------------
 
 
@@ -510,6 +561,30 @@ ASSERTION_CASES = {
         "invalid_client",
         ("aud",),
         code=700212,
+    ),
+    # RFC 7523bis audience injection: a list that also names another server is refused,
+    # whichever comes first, though this token endpoint is in it.
+    "several-audiences": AssertionCase(
+        _overridden(aud=lambda c: [c.server.token_url(), "https://evil.example/token"]),
+        "invalid_client",
+        ("2 audiences", "exactly one"),
+        code=700212,
+    ),
+    "several-audiences-other-first": AssertionCase(
+        _overridden(aud=lambda c: ["https://evil.example/token", c.server.token_url()]),
+        "invalid_client",
+        ("2 audiences", "exactly one"),
+        code=700212,
+    ),
+    "no-audience": AssertionCase(_overridden(aud=DROP), "invalid_client", ("no aud",), code=700212),
+    "issued-in-the-future": AssertionCase(
+        _overridden(iat=lambda _c: int(time.time()) + 3600),
+        "invalid_client",
+        ("issued in the future", "iat", "clock"),
+        code=810008,
+    ),
+    "iat-not-a-number": AssertionCase(
+        _overridden(iat="yesterday"), "invalid_client", ("iat",), code=50027
     ),
     "lifetime-over-an-hour": AssertionCase(
         _overridden(exp=lambda _c: int(time.time()) + 2 * 3600),
@@ -792,6 +867,32 @@ def test_federated_token_matching_no_credential(
     # Refused on the registered credentials alone: no fetch of the issuer's keys was tried
     # (that would fail with 700213, as issuer.example does not answer).
     assert body["error_codes"] == [code], body["error_description"]
+    expect_audit(audit, body, actor=federated_app, hidden=(token,))
+
+
+def test_a_federated_token_with_several_audiences_is_refused(
+    server: KeylessServer,
+    audit: AuditLog,
+    http: httpx.Client,
+    federated_app: str,
+    other_pair: tuple[rsa.RSAPrivateKey, x509.Certificate],
+) -> None:
+    """The credential's audience and another: refused before the issuer's keys are fetched."""
+    now = int(time.time())
+    claims = {
+        "iss": FED_ISSUER,
+        "sub": FED_SUBJECT,
+        "aud": [FED_AUDIENCE, "https://evil.example/token"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
+    token = jwt.encode(claims, other_pair[0], algorithm="RS256", headers={"kid": "k1"})
+    response = http.post(server.token_url(), data=assertion_form(federated_app, token))
+    body = expect_error(
+        response, 401, "invalid_client", ("federated token", "exactly one"), hidden=(token,)
+    )
+    assert body["error_codes"] == [700212], body["error_description"]
     expect_audit(audit, body, actor=federated_app, hidden=(token,))
 
 

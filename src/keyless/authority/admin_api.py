@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import select
@@ -21,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.authority import directory, keys, sessions
+from keyless.authority import accounts, directory, keys, refusals, sessions
 from keyless.authority.context import Authority
+from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.directory import DirectoryError
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.server.body import BodyTooLarge, read_limited
@@ -42,12 +44,13 @@ def _fail(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+    header = single_header(request.headers, "Authorization") or ""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise InvalidToken(
             "this API needs `Authorization: Bearer <token>` for api://keyless/management; "
-            "sign in with `keyless login`"
+            "sign in with `keyless login`",
+            "no_token",
         )
     return value.strip()
 
@@ -95,7 +98,16 @@ class AdminApi:
                 token = _bearer(request)
                 raw = await read_limited(request, MAX_BODY) if writes else b""
             except InvalidToken as exc:
+                await refusals.recorded_async(
+                    self._refused(request, None, exc.code, 401, action, trace_id)
+                )
                 return _fail(401, "InvalidAuthenticationToken", str(exc))
+            except RepeatedCredentialHeader as exc:
+                reason = "repeated_authorization_header"
+                await refusals.recorded_async(
+                    self._refused(request, None, reason, 400, action, trace_id)
+                )
+                return _fail(400, "InvalidAuthenticationHeader", str(exc))
             except BodyTooLarge as exc:
                 return _fail(413, "RequestTooLarge", str(exc))
             return await run_in_threadpool(
@@ -120,6 +132,7 @@ class AdminApi:
         try:
             claims = validate_access_token(self.authority, token, "management")
         except InvalidToken as exc:
+            refusals.recorded(self._refused(request, token, exc.code, 401, action, trace_id))
             return _fail(401, "InvalidAuthenticationToken", str(exc))
         target = request.url.path
         try:
@@ -137,7 +150,9 @@ class AdminApi:
                         raise _Denied
                     result = handler(session, claims, request, body)
             except _Denied:
-                self._audit(claims, action, target, "denied", trace_id)
+                refusals.recorded(
+                    refusals.caller_refused(self.authority, claims, action, target, trace_id)
+                )
                 return _fail(
                     403,
                     "AuthorizationFailed",
@@ -151,6 +166,19 @@ class AdminApi:
             self._audit(claims, action, target, "succeeded", trace_id)
         status = 201 if method_is_create(action) else 200
         return JSONResponse(result, status_code=status)
+
+    def _refused(
+        self,
+        request: Request,
+        token: str | None,
+        reason: str,
+        status: int,
+        action: str,
+        trace_id: str,
+    ) -> Future[bool] | None:
+        return refusals.token_refused(
+            self.authority, request, token, reason, status, action, trace_id
+        )
 
     def _audit(
         self, claims: TokenClaims, action: str, target: str, result: str, trace_id: str
@@ -261,7 +289,17 @@ def _fic_delete(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> A
 
 
 def _users(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
-    return {"value": directory.list_users(s, c.tenant_id)}
+    return {"value": accounts.list_users(s, c.tenant_id)}
+
+
+def _sp_update(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    enabled = accounts.account_enabled(body)
+    return accounts.set_service_principal_enabled(s, c.tenant_id, r.path_params["id"], enabled)
+
+
+def _user_update(s: Session, c: TokenClaims, r: Request, body: dict[str, Any]) -> Any:
+    enabled = accounts.account_enabled(body)
+    return accounts.set_user_enabled(s, c.tenant_id, r.path_params["id"], enabled, c.object_id)
 
 
 def _revoke_sessions(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
@@ -425,6 +463,13 @@ def build_routes(authority: Authority) -> list[Route]:
             "directory.servicePrincipals.delete",
             _sp_delete,
         ),
+        api.route(
+            f"{p}/servicePrincipals/{{id}}",
+            "PATCH",
+            "directory.servicePrincipals.update",
+            _sp_update,
+        ),
+        api.route(f"{p}/users/{{id}}", "PATCH", "directory.users.update", _user_update),
         api.route(
             f"{p}/servicePrincipals/{{id}}/credentials",
             "POST",

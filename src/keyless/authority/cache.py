@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from keyless.authority.keys import Signer, jwks_document, load_signer, published_keys
 from keyless.authority.masterkey import MasterKey
+from keyless.authority.principal_state import PrincipalState, load_principal
 from keyless.store.generation import read_generations
 from keyless.store.models import (
     CertificateCredential,
@@ -70,6 +71,7 @@ class ClientRecord:
     secrets: tuple[SecretInfo, ...]
     certificates: tuple[CertificateInfo, ...]
     federated: tuple[FederationInfo, ...]
+    enabled: bool = True  # a disabled application gets no token (loaded per generation)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class TenantInfo:
     id: str
     domain: str
     token_lifetime_s: int
+    is_default: bool = False
 
 
 @dataclass
@@ -98,6 +101,9 @@ class Snapshot:
     # Access tokens that passed `validate_access_token` against this snapshot, by (SHA-256 of
     # the token, resource API name); see keyless.authority.validation.
     validated: dict[tuple[bytes, str], TokenClaims] = field(default_factory=dict)
+    # Token principals as the directory had them at this generation, by (tenant, object ID);
+    # see keyless.authority.principal_state.
+    principals: dict[tuple[str, str], PrincipalState] = field(default_factory=dict)
 
 
 class AuthorityCache:
@@ -119,6 +125,11 @@ class AuthorityCache:
             generation = read_generations(connection)[0]
         return self.at(generation)
 
+    def latest(self) -> Snapshot:
+        """The snapshot built last, without reading the store: possibly stale, for what may be
+        (naming the tenant a refused request is recorded under)."""
+        return self._snapshot
+
     def built_at(self, generation: int) -> Snapshot | None:
         """The snapshot if it is already built for this directory generation (read by the
         caller in this request), else None: a caller that must not wait for a rebuild (an
@@ -139,7 +150,7 @@ class AuthorityCache:
     def _build(self, generation: int) -> Snapshot:
         with Session(self._engine) as session:
             tenants = {
-                t.id: TenantInfo(t.id, t.domain, t.token_lifetime_s)
+                t.id: TenantInfo(t.id, t.domain, t.token_lifetime_s, t.is_default)
                 for t in session.scalars(select(Tenant))
             }
             resources: dict[str, dict[str, ResourceInfo]] = {t: {} for t in tenants}
@@ -184,6 +195,16 @@ class AuthorityCache:
             keyset = PyJWKSet.from_dict(self.jwks(snapshot, tenant_id))
             snapshot.keysets[tenant_id] = keyset
         return keyset
+
+    def principal(self, snapshot: Snapshot, tenant_id: str, object_id: str) -> PrincipalState:
+        """Whether a token's principal still exists (and its revoked sessions), loaded once
+        per generation: every change to it bumps the generation."""
+        key = (tenant_id, object_id)
+        state = snapshot.principals.get(key)
+        if state is None:
+            state = load_principal(self._engine, tenant_id, object_id)
+            snapshot.principals[key] = state
+        return state
 
     def client(self, snapshot: Snapshot, tenant_id: str, app_id: str) -> ClientRecord | None:
         key = (tenant_id, app_id)
@@ -237,4 +258,5 @@ class AuthorityCache:
                 secrets=secrets,
                 certificates=tuple(certificates),
                 federated=federated,
+                enabled=sp.account_enabled,
             )

@@ -154,6 +154,16 @@ def _hex(b64url: str) -> str:
 
 
 def _check_times(claims: dict[str, object], now: float, max_lifetime: int | None) -> None:
+    iat = claims.get("iat")
+    if iat is not None:
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            raise invalid_client("the client_assertion's iat is not a number", errors.BAD_ASSERTION)
+        if iat - LEEWAY_S > now:
+            raise invalid_client(
+                "the client_assertion was issued in the future (iat is more than 5 minutes "
+                "ahead of this server's clock); check the client machine's clock",
+                errors.ISSUED_IN_FUTURE,
+            )
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise invalid_client("the client_assertion has no numeric exp claim", errors.BAD_ASSERTION)
@@ -220,10 +230,33 @@ def check_certificate_assertion(
     return Authenticated(client, "certificate", cert.key_id, (jti, exp + LEEWAY_S))
 
 
+def single_audience(aud: object, what: str) -> str:
+    """The one audience of an assertion: a string, or a list of exactly one string.
+
+    An assertion meant for one server must not be reusable at another: a list naming this
+    token endpoint and anything else is refused, whatever the other value is (the RFC 7523
+    audience-injection guidance, draft-ietf-oauth-rfc7523bis). azure-identity, MSAL and the
+    workload identity token files all send one audience.
+    """
+    if isinstance(aud, list) and len(aud) == 1:
+        aud = aud[0]
+    if isinstance(aud, list) and len(aud) > 1:
+        raise invalid_client(
+            f"the {what}'s aud names {len(aud)} audiences; it must name exactly one (this "
+            "tenant's token endpoint), so that it cannot be replayed at another server",
+            errors.ASSERTION_AUDIENCE,
+        )
+    if not isinstance(aud, str) or not aud:
+        raise invalid_client(
+            f"the {what} has no aud; set aud to the token_endpoint of the discovery document",
+            errors.ASSERTION_AUDIENCE,
+        )
+    return aud
+
+
 def _check_audience(claims: dict[str, object], audiences: set[str]) -> None:
-    aud = claims.get("aud")
-    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not any(isinstance(v, str) and v.rstrip("/") in audiences for v in values):
+    aud = single_audience(claims.get("aud"), "client_assertion")
+    if aud.rstrip("/") not in audiences:
         raise invalid_client(
             "the client_assertion's aud is not this tenant's token endpoint; set aud to the "
             "token_endpoint of the discovery document",
@@ -251,11 +284,8 @@ def check_federated_assertion(
             "federated-credential list` (both must match exactly)",
             errors.FEDERATION_NO_MATCH,
         )
-    aud = claims.get("aud")
-    token_audiences = (
-        {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-    )
-    matched = next((f for f in candidates if token_audiences & set(f.audiences)), None)
+    aud = single_audience(claims.get("aud"), "federated token")
+    matched = next((f for f in candidates if aud in f.audiences), None)
     if matched is None:
         raise invalid_client(
             "the federated token's aud is not among the audiences of the matching federated "

@@ -11,6 +11,7 @@ from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
 from keyless.authority.masterkey import MasterKey
 from keyless.store.grant_log import GrantLog
+from keyless.store.refusal_audit import RefusalAudit
 from keyless.vault.domain import VaultDomain
 
 
@@ -22,18 +23,21 @@ class Authority:
     cache: AuthorityCache
     issuer_keys: IssuerKeys
     grant_log: GrantLog
+    refusals: RefusalAudit  # refused management requests, audited with floods folded
 
     @classmethod
     def create(
         cls, engine: Engine, master: MasterKey, endpoint: str, extra_ca_files: list[Path]
     ) -> Authority:
+        grant_log = GrantLog(engine)
         return cls(
             engine=engine,
             master=master,
             endpoint=endpoint.rstrip("/"),
             cache=AuthorityCache(engine, master, _endpoint_aliases(endpoint)),
             issuer_keys=IssuerKeys(extra_ca_files),
-            grant_log=GrantLog(engine),
+            grant_log=grant_log,
+            refusals=RefusalAudit(grant_log),
         )
 
     def issuer(self, tenant_id: str) -> str:
@@ -43,8 +47,13 @@ class Authority:
         return f"{self.endpoint}/{tenant_id}/oauth2/v2.0/token"
 
     def assertion_audiences(self, tenant_id: str) -> set[str]:
-        """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths)."""
-        return {self.token_endpoint(tenant_id), f"{self.endpoint}/{tenant_id}/oauth2/token"}
+        """What a client assertion's `aud` may be: the token endpoint (v2 and v1 paths) or the
+        issuer (RFC 7523bis allows either; nothing else, see client_auth.single_audience)."""
+        return {
+            self.token_endpoint(tenant_id),
+            f"{self.endpoint}/{tenant_id}/oauth2/token",
+            self.issuer(tenant_id),
+        }
 
 
 def _endpoint_aliases(endpoint: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.authority.client_auth import hash_secret
+from keyless.authority.principal_hooks import principal_removed
 from keyless.store.generation import ACCESS_GENERATION, bump_generation
 from keyless.store.models import (
     Application,
@@ -102,6 +103,7 @@ def sp_json(sp: ServicePrincipal) -> dict[str, Any]:
         "servicePrincipalType": sp.kind,
         "appOwnerOrganizationId": sp.tenant_id,
         "alternativeNames": [sp.resource_id] if sp.resource_id else [],
+        "accountEnabled": sp.account_enabled,
     }
 
 
@@ -235,8 +237,10 @@ def delete_service_principal(session: Session, tenant_id: str, ref: str) -> Serv
 
 
 def delete_principal(session: Session, sp: ServicePrincipal) -> int:
-    """Delete a service principal with its credentials, group memberships and every role
-    assignment it holds (no grant outlives its holder); returns the assignments removed."""
+    """Delete a service principal with its credentials, group memberships, every role
+    assignment it holds and the grants higher parts keep for it (`principal_hooks`: database
+    role mappings), so no grant outlives its holder; returns the assignments removed."""
+    principal_removed(session, sp.tenant_id, sp.object_id)
     for model in (CertificateCredential, ClientSecret, FederatedCredential):
         session.execute(delete(model).where(model.app_id == sp.app_id))
     session.execute(delete(GroupMember).where(GroupMember.member_id == sp.object_id))
@@ -363,21 +367,6 @@ def delete_federated_credential(session: Session, app_id: str, ref: str) -> None
 
 
 # ------------------------------------------------------------------------------ users, groups
-
-
-def list_users(session: Session, tenant_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(User).where(User.tenant_id == tenant_id).order_by(User.user_principal_name)
-    )
-    return [
-        {
-            "id": u.object_id,
-            "userPrincipalName": u.user_principal_name,
-            "displayName": u.display_name,
-            "tenantAdministrator": u.is_tenant_admin,
-        }
-        for u in rows
-    ]
 
 
 def group_json(group: Group) -> dict[str, Any]:

@@ -71,6 +71,25 @@ def login_for_uid(
             "message": f"OS user with uid {uid} is not linked to a directory user; ask a "
             "tenant administrator to add you",
         }
+    if not user.account_enabled:
+        with authority.engine.begin() as connection:
+            audit.write(
+                connection,
+                audit.AuditRecord(
+                    actor=user.object_id,
+                    action="login.local",
+                    target="management",
+                    result="denied",
+                    trace_id=trace_id,
+                    tenant_id=user.tenant_id,
+                    details={"reason": "user_disabled"},
+                ),
+            )
+        return {
+            "error": "user_disabled",
+            "message": f"the directory user {user.user_principal_name} is disabled; ask a "
+            "tenant administrator to enable it",
+        }
     snapshot = authority.cache.current()
     tenant = snapshot.tenants[user.tenant_id]
     resource = next(r for r in snapshot.resources[tenant.id].values() if r.name == "management")

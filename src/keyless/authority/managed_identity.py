@@ -12,7 +12,7 @@ import time
 
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError
-from keyless.authority.token_endpoint import resolve_resource
+from keyless.authority.token_endpoint import application_disabled, resolve_resource
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
 from keyless.store.models import ServicePrincipal
@@ -31,6 +31,8 @@ def issue_for_identity(
     tenant = snapshot.tenants[identity.tenant_id]
     try:
         resource = resolve_resource(snapshot.resources.get(tenant.id, {}), resource_name)
+        if not identity.account_enabled:
+            raise application_disabled(identity.app_id)
     except OAuthError as exc:
         _audit(
             authority, identity, resource_name, exc.error, host_principal, holder_id, trace_id, now

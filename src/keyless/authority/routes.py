@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from keyless.authority import errors
 from keyless.authority.context import Authority
+from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
 from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
@@ -166,7 +167,9 @@ def build_routes(authority: Authority) -> list[Route]:
             )
         try:
             form = parse_form(body, request.headers.get("content-type", ""))
-            basic = parse_basic_auth(request.headers.get("authorization"))
+            basic = parse_basic_auth(single_header(request.headers, "Authorization"))
+        except RepeatedCredentialHeader as exc:
+            return await refuse(request, invalid_request(str(exc)), trace_id)
         except OAuthError as exc:
             return await refuse(request, exc, trace_id)
         try:

@@ -9,8 +9,10 @@ it was copied, so the whole session is revoked (RFC 6819 5.2.2.3, OAuth 2.1 BCP)
 on logout (RFC 7009 revocation), when an administrator revokes a user's sessions, after 14 days
 without use, or 90 days after sign-in, whichever comes first.
 
-Access tokens already issued stay valid until they expire (at most the tenant's token lifetime):
-they are self-contained JWTs, as in Entra ID without continuous access evaluation.
+Access tokens already issued are self-contained JWTs: a third-party resource accepts them until
+they expire (at most the tenant's token lifetime), as in Entra ID without continuous access
+evaluation. Keyless's own resources refuse them from the revocation on (each revocation bumps
+the directory generation; see keyless.authority.principal_state).
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyless.authority import errors
+from keyless.authority.accounts import find_user
 from keyless.authority.cache import ResourceInfo, Snapshot, TenantInfo
 from keyless.authority.context import Authority
 from keyless.authority.directory import DirectoryError
 from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.tokens import Principal, mint
 from keyless.store import audit
+from keyless.store.generation import bump_generation
 from keyless.store.models import DeviceCode, RefreshToken, SignInSession, User
 
 if TYPE_CHECKING:
@@ -216,6 +220,14 @@ def _tenant(snapshot: Snapshot, tenant_id: str) -> TenantInfo:
             errors.TENANT_NOT_FOUND,
         )
     return tenant
+
+
+def _user_disabled() -> OAuthError:
+    return _invalid_grant(
+        "the signed-in user is disabled; ask a tenant administrator to enable it "
+        "(`keyless ad user update --id UPN --account-enabled true`)",
+        errors.USER_DISABLED,
+    )
 
 
 def _invalid_grant(description: str, code: int) -> OAuthError:
@@ -495,6 +507,8 @@ class DeveloperSignIn:
                         "the user who approved this sign-in no longer exists",
                         errors.USER_GONE,
                     )
+                elif not user.account_enabled:
+                    failure = _user_disabled()
                 else:
                     attempt.actor = user.object_id
                     sign_in = start_session(session, tenant.id, user.object_id, "device_code", now)
@@ -552,6 +566,8 @@ class DeveloperSignIn:
                     failure = _invalid_grant(
                         "the signed-in user no longer exists", errors.USER_GONE
                     )
+                elif not user.account_enabled:
+                    failure = _user_disabled()
                 else:
                     sign_in.last_used_at = now
                     result = self._issue(
@@ -600,11 +616,13 @@ class DeveloperSignIn:
     ) -> OAuthError:
         """A retired refresh token came back: whoever holds the family's tokens may be a thief,
         so every token of the session stops working, and the event is audited."""
-        session.execute(
+        changed = session.execute(
             update(SignInSession)
             .where(SignInSession.id == sign_in.id, SignInSession.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason="replay")
         )
+        if _rowcount(changed):
+            bump_generation(session)  # the session's access tokens stop at Keyless's resources
         audit.write(
             session.connection(),
             audit.AuditRecord(
@@ -722,6 +740,9 @@ class DeveloperSignIn:
                         .values(revoked_at=now, revoked_reason="logout")
                     )
                     result = "revoked" if _rowcount(changed) else "already-revoked"
+                    if _rowcount(changed):
+                        # Its access tokens stop at Keyless's own resources too.
+                        bump_generation(session)
                     target, actor = sign_in.id, sign_in.user_object_id
                 audit.write(
                     session.connection(),
@@ -867,26 +888,18 @@ def revoke_user_sessions(
     session: Session, tenant_id: str, ref: str, actor_id: str, trace_id: str
 ) -> dict[str, Any]:
     """An administrator ends every sign-in session of a user (object ID or UPN)."""
-    if not ref or len(ref) > 320:
-        raise DirectoryError(400, "BadRequest", "give the user's object ID or UPN")
-    user = session.scalars(
-        select(User).where(
-            User.tenant_id == tenant_id,
-            or_(User.object_id == ref, func.lower(User.user_principal_name) == ref.lower()),
-        )
-    ).first()
-    if user is None:
-        raise DirectoryError(
-            404,
-            "UserNotFound",
-            "no user with that object ID or UPN in this tenant; `keyless ad user list` shows them",
-        )
+    user = find_user(session, tenant_id, ref)
     now = time.time()
     changed = session.execute(
         update(SignInSession)
         .where(SignInSession.user_object_id == user.object_id, SignInSession.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="admin")
     )
+    # Access tokens already issued stop too, at Keyless's own resources: by session for those
+    # of a sign-in session, by time for the others (keyless.authority.principal_state). The
+    # generation bump drops every process's remembered tokens.
+    user.tokens_valid_from = now
+    bump_generation(session)
     audit.write(
         session.connection(),
         audit.AuditRecord(
@@ -920,19 +933,13 @@ def purge_expired(session: Session, now: float) -> None:
     _last_purge = now
     session.execute(delete(DeviceCode).where(DeviceCode.expires_at < now - 3600))
     session.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))
-    # A revoked session's tokens have all expired REFRESH_IDLE_S after the revocation.
-    finished = select(SignInSession.id).where(
-        or_(
-            SignInSession.expires_at < now,
-            SignInSession.revoked_at < now - REFRESH_IDLE_S,
-        )
+    # A revoked session's tokens have all expired REFRESH_IDLE_S after the revocation. Until
+    # then its row stays, even past the session's own end: it is how Keyless's resources know
+    # that the access tokens it issued are revoked (keyless.authority.principal_state).
+    done = or_(
+        and_(SignInSession.expires_at < now, SignInSession.revoked_at.is_(None)),
+        SignInSession.revoked_at < now - REFRESH_IDLE_S,
     )
+    finished = select(SignInSession.id).where(done)
     session.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(finished)))
-    session.execute(
-        delete(SignInSession).where(
-            or_(
-                SignInSession.expires_at < now,
-                SignInSession.revoked_at < now - REFRESH_IDLE_S,
-            )
-        )
-    )
+    session.execute(delete(SignInSession).where(done))

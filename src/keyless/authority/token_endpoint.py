@@ -150,6 +150,16 @@ def _authenticate(
     )
 
 
+def application_disabled(client_id: str) -> OAuthError:
+    """Checked after the client proved who it is: nobody else learns that it is disabled."""
+    return OAuthError(
+        "unauthorized_client",
+        f"the application {client_id} is disabled; a tenant administrator can enable it with "
+        f"`keyless ad sp update --id {client_id} --set accountEnabled=true`",
+        errors.APPLICATION_DISABLED,
+    )
+
+
 def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
     return OAuthError(
         "unauthorized_client",
@@ -243,6 +253,8 @@ class TokenEndpoint:
             authenticated = _authenticate(
                 self._authority, client, client_id, request, secret, now, may_fetch
             )
+            if not authenticated.client.enabled:
+                raise application_disabled(client_id)
             issued = self._mint(snapshot, tenant, authenticated, resource, now)
         except OAuthError as exc:
             committed = self._audit(request, client_id, grant, audience, exc.error, now, exc.code)

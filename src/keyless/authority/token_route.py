@@ -24,6 +24,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from keyless.authority import errors
+from keyless.authority.credential_headers import RepeatedCredentialHeader
 from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.federation import FetchNeeded
 from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
@@ -99,12 +100,14 @@ class TokenRoute:
         client = scope.get("client")
         client_ip = client[0] if client else ""
         content_type = length = authorization = None
+        repeated = False
         for name, value in scope["headers"]:  # names are lowercase in ASGI; the first counts
             if name == b"content-type" and content_type is None:
                 content_type = value
             elif name == b"content-length" and length is None:
                 length = value
-            elif name == b"authorization" and authorization is None:
+            elif name == b"authorization":
+                repeated = authorization is not None
                 authorization = value
         try:
             body = await receive_limited(receive, length, MAX_FORM_BODY)
@@ -115,6 +118,8 @@ class TokenRoute:
         if body is None:
             return  # the client hung up mid-request: nobody to answer, nothing was issued
         try:
+            if repeated:  # keyless.authority.credential_headers: never pick one of several
+                raise invalid_request(str(RepeatedCredentialHeader("Authorization")))
             form = parse_form(body, content_type.decode("latin-1") if content_type else "")
             request = TokenRequest(
                 tenant_id=tenant_id,

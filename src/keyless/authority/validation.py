@@ -5,9 +5,11 @@ verification and no store round trip beyond the generation read. A token that pa
 remembered in the authority's snapshot (by its SHA-256, not the token itself), so a client that
 reuses its token, as every SDK does, costs a dictionary lookup and the time checks from then
 on. Everything else the check depends on (tenants, resource APIs and their audiences, the
-tenant's published keys) is in that snapshot, which is dropped whenever the directory
-generation moves (a key rotated or retired, a tenant or resource API changed): from then on the
-token is checked in full again, in every process.
+tenant's published keys, whether the token's principal still exists and is enabled and which of
+its sessions are revoked: keyless.authority.principal_state) is in that snapshot, which is
+dropped whenever the directory generation moves (a key rotated or retired, a tenant or resource
+API changed, a principal deleted or disabled, a session revoked): from then on the token is
+checked in full again, in every process. That is how revocation reaches Keyless's resources.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jwt
 
 from keyless.authority.cache import Snapshot
 from keyless.authority.context import Authority
+from keyless.authority.principal_state import refusal
 
 LEEWAY_S = 60
 # Bounds the memory of remembered tokens per snapshot; when full it starts again.
@@ -122,9 +125,18 @@ def _validate(
             "wrong_audience",
         )
     _check_times(claims, time.time())
+    object_id = claims.get("oid")
+    if not isinstance(object_id, str) or not object_id:
+        raise InvalidToken("the bearer token names no principal (oid claim)", "no_principal")
+    # Revocation at Keyless's own resources: a deleted principal or a revoked session is
+    # refused from the first check after the change (the generation it bumped dropped the
+    # remembered tokens), in every process.
+    refused = refusal(authority.cache.principal(snapshot, tenant_id, object_id), claims)
+    if refused is not None:
+        raise InvalidToken(refused[1], refused[0])
     return TokenClaims(
         tenant_id=tenant_id,
-        object_id=str(claims.get("oid", "")),
+        object_id=object_id,
         app_id=str(claims.get("appid", "")),
         idtyp=str(claims.get("idtyp", "")),
         raw=claims,
@@ -139,3 +151,10 @@ def _check_times(claims: dict[str, Any], now: float) -> None:
         )
     if isinstance(claims.get("nbf"), int) and claims["nbf"] - LEEWAY_S > now:
         raise InvalidToken("the bearer token is not valid yet", "not_yet_valid")
+    iat = claims.get("iat")
+    if isinstance(iat, int | float) and not isinstance(iat, bool) and iat - LEEWAY_S > now:
+        raise InvalidToken(
+            "the bearer token was issued in the future (iat is ahead of this server's clock "
+            "by more than the allowed skew); check the clock of the server that issued it",
+            "issued_in_future",
+        )

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from keyless.authority.config import default_data_dir
+from keyless.cli import accounts as _accounts  # noqa: F401 - adds `ad sp/user update`
 from keyless.cli import (
     ad,
     admin,

@@ -383,7 +383,8 @@ def revoke_sessions(
 ) -> None:
     """Sign a user out everywhere: every refresh token of theirs stops working.
 
-    Access tokens already issued run out within the tenant's token lifetime.
+    Access tokens already issued are refused at once by Keyless's own resources; other
+    services accept them until they expire (the tenant's token lifetime).
     """
     if not user.strip() or "/" in user or user.strip(".") == "":
         fail(f"--id {user[:100]!r} is not a UPN or object ID")

@@ -167,6 +167,25 @@ def remove_mapping(
     return mapping
 
 
+def remove_principal_mappings(session: Session, tenant_id: str, principal_id: str) -> None:
+    """A deleted principal's roles: nobody may log in as them any more. Registered with
+    `keyless.authority.principal_hooks`, so it runs in the transaction that deletes the
+    principal; each removal is audited like an administrator's."""
+    rows = session.scalars(
+        select(DatabaseRoleMapping).where(
+            DatabaseRoleMapping.tenant_id == tenant_id,
+            DatabaseRoleMapping.principal_id == principal_id,
+        )
+    ).all()
+    for row in rows:
+        mapping = RoleMapping.of(row)
+        session.delete(row)
+        _audit(session, tenant_id, "directory", "gateway.mapping.remove", mapping)
+    if rows:
+        session.flush()
+        bump_generation(session)
+
+
 def list_mappings(
     session: Session,
     tenant_id: str,

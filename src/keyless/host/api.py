@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from keyless.access.scopes import Scope, scope_key
+from keyless.authority import errors
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError
 from keyless.authority.managed_identity import issue_for_identity
@@ -86,6 +87,8 @@ def build_routes(api: ArmApi, authority: Authority) -> list[Route]:
                 str(uuid.uuid4()),
             )
         except OAuthError as exc:
+            if exc.code == errors.APPLICATION_DISABLED:
+                raise ResourceError(409, "IdentityDisabled", exc.description) from None
             raise bad_request(exc.description, "InvalidResource") from None
         return {
             **issued.oauth_response(),

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.host.peer import PeerVerdict, check_peer
 
 APP_SERVICE_PATH = "/msi/token"
@@ -137,7 +138,10 @@ def create_endpoint_app(
 
     def header_refusal(request: Request, imds: bool) -> JSONResponse | None:
         """401 unless X-IDENTITY-HEADER matches (compared in constant time)."""
-        presented = request.headers.get("x-identity-header", "").encode()
+        try:
+            presented = (single_header(request.headers, "X-IDENTITY-HEADER") or "").encode()
+        except RepeatedCredentialHeader as exc:
+            return _error(400, str(exc))
         if not presented:
             if imds:
                 return _error(

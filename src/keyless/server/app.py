@@ -21,8 +21,10 @@ from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.authority.principal_hooks import on_principal_removed
 from keyless.connector import api as connector_api
 from keyless.gateway import api as gateway_api
+from keyless.gateway.mappings import remove_principal_mappings
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
 from keyless.resources import federation
@@ -82,6 +84,7 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
     arm = ArmApi(authority, access)
     vault_domain = VaultDomain.from_endpoint(authority.endpoint)
     register_vault_type(vault_domain)
+    on_principal_removed(remove_principal_mappings)
     vaults = VaultService(authority, access, vault_domain)
     all_routes: list[BaseRoute] = [
         healthz,

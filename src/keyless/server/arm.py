@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ from starlette.routing import Route
 
 from keyless.access.engine import AccessEngine, AccessIndex, Decision
 from keyless.access.scopes import ScopeError, parse_scope
+from keyless.authority import refusals
 from keyless.authority.context import Authority
+from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.resources.manager import Caller, ResourceError
 from keyless.server.body import BodyTooLarge, read_limited
@@ -87,9 +90,14 @@ class ArmApi:
 
         async def endpoint(request: Request) -> Response:
             trace_id = str(uuid.uuid4())
-            header = request.headers.get("authorization", "")
+            try:
+                header = single_header(request.headers, "Authorization") or ""
+            except RepeatedCredentialHeader as exc:
+                await self._refused(request, None, "repeated_authorization_header", 400, trace_id)
+                return arm_error(400, "InvalidAuthenticationHeader", str(exc))
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
+                await self._refused(request, None, "no_token", 401, trace_id)
                 return arm_error(
                     401,
                     "AuthenticationFailed",
@@ -121,6 +129,25 @@ class ArmApi:
         )
         return route
 
+    @staticmethod
+    def _kind(request: Request) -> str:
+        """The route's declared action: what a refusal is folded by, never the raw path."""
+        route = request.scope.get("route")
+        return str(getattr(route, "keyless_action", "management"))
+
+    async def _refused(
+        self, request: Request, token: str | None, reason: str, status: int, trace_id: str
+    ) -> None:
+        await refusals.recorded_async(self._token_refused(request, token, reason, status, trace_id))
+
+    def _token_refused(
+        self, request: Request, token: str | None, reason: str, status: int, trace_id: str
+    ) -> Future[bool] | None:
+        kind = self._kind(request)
+        return refusals.token_refused(
+            self.authority, request, token, reason, status, kind, trace_id
+        )
+
     def _run(
         self,
         request: Request,
@@ -137,6 +164,7 @@ class ArmApi:
         try:
             claims = validate_access_token(self.authority, token, "management")
         except InvalidToken as exc:
+            refusals.recorded(self._token_refused(request, token, exc.code, 401, trace_id))
             return arm_error(401, "InvalidAuthenticationToken", str(exc))
         try:
             action = action_of(request)
@@ -185,8 +213,10 @@ class ArmApi:
                     result = handler(Call(session, caller, claims, request, body, parsed.id()))
             except _Denied:
                 assert denied is not None
-                self._audit(
-                    claims, action, parsed.id(), "denied", trace_id, {"reason": denied.reason}
+                refusals.recorded(
+                    refusals.caller_refused(
+                        self.authority, claims, action, parsed.id(), trace_id, reason=denied.reason
+                    )
                 )
                 return arm_error(
                     403,

@@ -47,6 +47,7 @@ def run_once(authority: Authority, now: float | None = None) -> list[str]:
         keys.expire_retired(session, now)
         session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))
         sessions.purge_expired(session, now)  # device codes, refresh tokens, sign-in sessions
+    authority.refusals.flush()  # the count rows of a flood of refusals that has stopped
     with Session(authority.engine) as session, session.begin():
         for purged in sweep.purge_due(session, now):
             log.info("purged the deleted secret %s: its scheduled purge date has passed", purged)

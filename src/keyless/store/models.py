@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,6 +67,11 @@ class User(Base):
     os_uid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     is_tenant_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    # Set by `keyless ad user revoke-sessions`: access tokens issued before it (iat < this)
+    # are refused at Keyless's own resources (keyless.authority.principal_state).
+    tokens_valid_from: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    # A disabled user gets no token and its tokens are refused at Keyless's resources.
+    account_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     __table_args__ = (
         UniqueConstraint("tenant_id", "user_principal_name"),
         UniqueConstraint("tenant_id", "os_uid"),
@@ -115,6 +121,8 @@ class ServicePrincipal(Base):
     kind: Mapped[str] = mapped_column(String(32))  # "Application" | "ManagedIdentity"
     resource_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # `az ad sp update --set accountEnabled=false`: no token, and its tokens refused.
+    account_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     __table_args__ = (Index("ix_sp_tenant_name", "tenant_id", "display_name"),)
 
 

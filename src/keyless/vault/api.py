@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.access.engine import AccessEngine, Decision
 from keyless.authority.context import Authority
+from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
@@ -109,7 +110,10 @@ class VaultService:
                 "`keyless vault create` (or PUT .../providers/Keyless.Vault/vaults/NAME)",
             )
         vault = found.vault
-        header = request.headers.get("authorization", "")
+        try:
+            header = single_header(request.headers, "Authorization") or ""
+        except RepeatedCredentialHeader as exc:
+            return kv_error(400, "BadParameter", str(exc))
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
