@@ -29,6 +29,7 @@ from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.generation import bump_generation
 from keyless.store.models import ResourceApi, SigningKey, Tenant, User
+from keyless.store.transaction import run_write
 
 MAX_BODY = 64 * 1024
 Handler = Callable[[Session, TokenClaims, Request, dict[str, Any]], Any]
@@ -130,23 +131,26 @@ class AdminApi:
             return _fail(400, "BadRequest", "the request body must be a JSON object")
         allowed, rule = _CALLERS[who]
         request.state.trace_id = trace_id
-        with Session(self.authority.engine) as session:
-            try:
-                with session.begin():
-                    if not allowed(session, claims):
-                        raise _Denied
-                    result = handler(session, claims, request, body)
-            except _Denied:
-                self._audit(claims, action, target, "denied", trace_id)
-                return _fail(
-                    403,
-                    "AuthorizationFailed",
-                    f"the caller {claims.object_id} may not perform {action}: {rule}",
-                )
-            except DirectoryError as exc:
-                if writes:
-                    self._audit(claims, action, target, f"failed:{exc.code}", trace_id)
-                return _fail(exc.status, exc.code, exc.message)
+
+        def transaction(session: Session) -> Any:
+            if not allowed(session, claims):
+                raise _Denied
+            return handler(session, claims, request, body)
+
+        try:
+            # Run again if a concurrent writer wins a unique key (keyless.store.transaction).
+            result = run_write(self.authority.engine, transaction)
+        except _Denied:
+            self._audit(claims, action, target, "denied", trace_id)
+            return _fail(
+                403,
+                "AuthorizationFailed",
+                f"the caller {claims.object_id} may not perform {action}: {rule}",
+            )
+        except DirectoryError as exc:
+            if writes:
+                self._audit(claims, action, target, f"failed:{exc.code}", trace_id)
+            return _fail(exc.status, exc.code, exc.message)
         if writes:
             self._audit(claims, action, target, "succeeded", trace_id)
         status = 201 if method_is_create(action) else 200
