@@ -120,7 +120,7 @@ def test_rotation_keeps_one_active_and_one_next_key(engine: Engine) -> None:
                 SigningKey.status == "next", SigningKey.tenant_id == tenant_id
             )
         ).one()
-        assert keys.rotate(session, master, tenant_id) == upcoming
+        assert keys.rotate(session, master, tenant_id).active_kid == upcoming
     with Session(engine) as session:
         statuses = sorted(
             session.scalars(select(SigningKey.status).where(SigningKey.tenant_id == tenant_id))

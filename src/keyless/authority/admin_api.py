@@ -371,10 +371,15 @@ def _tenant_update(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]
         if lifetime < tenant.token_lifetime_s:
             # Tokens the active key already signed keep the longer lifetime: record how long
             # the key must stay in JWKS once it retires (keys.rotate honours it).
-            keep = time.time() + tenant.token_lifetime_s + keys.RETIREMENT_GRACE_S
+            now = time.time()
+            keep = now + tenant.token_lifetime_s + keys.RETIREMENT_GRACE_S
+            # The keys that sign or may still sign: the active one, and a retired one that
+            # signs until a promoted key has been published long enough (keys.rotate).
             for key in s.scalars(
                 select(SigningKey).where(
-                    SigningKey.tenant_id == tenant.id, SigningKey.status == "active"
+                    SigningKey.tenant_id == tenant.id,
+                    (SigningKey.status == "active")
+                    | ((SigningKey.status == "retired") & (SigningKey.retired_at > now)),
                 )
             ):
                 key.published_until = max(key.published_until or 0.0, keep)
@@ -390,10 +395,19 @@ def build_routes(authority: Authority) -> list[Route]:
 
     def _keys_rotate(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
         try:
-            kid = keys.rotate(s, authority.master, c.tenant_id)
+            now = time.time()
+            rotation = keys.rotate(
+                s, authority.master, c.tenant_id, now, jwks_max_age_s=authority.jwks_max_age_s
+            )
         except keys.RotationConflict as exc:
             raise DirectoryError(409, "Conflict", f"{exc}; try again") from None
-        return {"activeKid": kid, "rotatedAt": time.time()}
+        # signsFrom: later than rotatedAt when the key has not yet been in JWKS for as long
+        # as relying parties cache it; the key it replaces signs until then.
+        return {
+            "activeKid": rotation.active_kid,
+            "rotatedAt": now,
+            "signsFrom": rotation.signs_from,
+        }
 
     def _audit_list(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
         q = r.query_params

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
+from keyless.authority.keys import JWKS_MAX_AGE_S, jwks_max_age_from_env
 from keyless.authority.masterkey import MasterKey
 from keyless.store.grant_log import GrantLog
 from keyless.vault.domain import VaultDomain
@@ -22,6 +23,8 @@ class Authority:
     cache: AuthorityCache
     issuer_keys: IssuerKeys
     grant_log: GrantLog
+    # How long relying parties may cache JWKS, and so how long a key waits before it signs.
+    jwks_max_age_s: int = JWKS_MAX_AGE_S
 
     @classmethod
     def create(
@@ -34,6 +37,7 @@ class Authority:
             cache=AuthorityCache(engine, master, _endpoint_aliases(endpoint)),
             issuer_keys=IssuerKeys(extra_ca_files),
             grant_log=GrantLog(engine),
+            jwks_max_age_s=jwks_max_age_from_env(),
         )
 
     def issuer(self, tenant_id: str) -> str:
