@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 import keyless
 
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
+_JSON = "application/json"
 _ERROR = {
     "type": "object",
     "properties": {
@@ -25,6 +26,26 @@ _ERROR = {
             "required": ["code", "message"],
         }
     },
+    "required": ["error"],
+}
+# Entra ID's error shape, as the token, device code, revocation and discovery routes answer.
+_OAUTH_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "error_description": {"type": "string"},
+        "error_codes": {"type": "array", "items": {"type": "integer"}},
+        "timestamp": {"type": "string"},
+        "trace_id": {"type": "string"},
+        "correlation_id": {"type": "string"},
+    },
+    "required": ["error", "error_description"],
+}
+_TAGS = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": {"minLength": 1, "maxLength": 512},
+    "additionalProperties": {"type": "string", "maxLength": 256},
 }
 _RESOURCE = {
     "type": "object",
@@ -32,47 +53,137 @@ _RESOURCE = {
         "id": {"type": "string"},
         "name": {"type": "string"},
         "type": {"type": "string"},
-        "location": {"type": "string"},
-        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        "location": {"type": "string", "minLength": 1, "maxLength": 64},
+        "tags": _TAGS,
         "properties": {"type": "object"},
         "identity": {
             "type": "object",
             "properties": {
-                "type": {"type": "string", "examples": ["SystemAssigned, UserAssigned"]},
+                "type": {
+                    "type": "string",
+                    "enum": [
+                        "None",
+                        "SystemAssigned",
+                        "UserAssigned",
+                        "SystemAssigned, UserAssigned",
+                    ],
+                },
                 "principalId": {"type": "string", "format": "uuid"},
                 "tenantId": {"type": "string", "format": "uuid"},
                 "userAssignedIdentities": {"type": "object"},
             },
+            "required": ["type"],
         },
     },
+    "additionalProperties": False,
 }
+_GROUP = {
+    "type": "object",
+    "properties": {"location": {"type": "string", "minLength": 1, "maxLength": 64}, "tags": _TAGS},
+}
+_SUBSCRIPTION = {
+    "type": "object",
+    "properties": {"displayName": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "required": ["displayName"],
+}
+_ASSIGNMENT = {
+    "type": "object",
+    "properties": {
+        "properties": {
+            "type": "object",
+            "properties": {
+                "roleDefinitionId": {"type": "string"},
+                "principalId": {"type": "string"},
+            },
+            "required": ["roleDefinitionId", "principalId"],
+        }
+    },
+    "required": ["properties"],
+}
+# Path parameters checked as strictly as the server checks them (keyless.access.scopes).
+_GUID = {"type": "string", "format": "uuid"}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$"}
+_PARAMETERS: dict[str, dict[str, Any]] = {"subscription": _GUID, "group": _NAME}
+# What every status means, for the description of each answer.
+_MEANING = {
+    200: "OK",
+    201: "Created",
+    204: "Done; nothing to return",
+    400: "The request is not valid; the message says what to change",
+    401: "No bearer token, or one this server does not accept",
+    403: "The caller may not perform this action at this scope",
+    404: "No such object (or one the caller may not see)",
+    409: "Conflicts with what exists",
+    413: "The request body is too large",
+    429: "Too many requests of this kind at once; try again later",
+}
+
+
+def _statuses(route: Route, method: str, kind: str, oauth: bool) -> list[int]:
+    """Every status the route can answer (the schemathesis run in the tests holds us to it)."""
+    if kind == "public" and not oauth:
+        return [200]
+    if oauth:
+        if route.path.endswith("/token"):
+            return [200, 400, 401, 413, 429]
+        if route.path.endswith(("/devicecode", "/revoke")):
+            return [200, 400, 401, 413, 429]
+        return [200, 400]  # discovery and JWKS: an unknown tenant
+    statuses = [200, 400, 401, 403, 404]
+    if method in ("PUT", "POST"):
+        statuses.append(201)
+    if method in ("POST", "DELETE"):
+        statuses.append(204)
+    if method != "GET":
+        statuses += [409, 413]
+    return sorted(statuses)
+
+
+def _request_body(route: Route, method: str) -> dict[str, Any] | None:
+    path = route.path
+    schema: dict[str, Any] | None = None
+    if method in ("PUT", "PATCH") and path.endswith("/providers/{namespace}/{type}/{name}"):
+        schema = _RESOURCE
+    elif method in ("PUT", "PATCH") and path.endswith("/resourceGroups/{group}"):
+        schema = _GROUP
+    elif method == "POST" and path == "/subscriptions":
+        schema = _SUBSCRIPTION
+    elif method == "PUT" and "/roleAssignments/" in path:
+        schema = _ASSIGNMENT
+    if schema is None:
+        return None
+    return {"required": method != "PATCH", "content": {_JSON: {"schema": schema}}}
+
+
+def _parameter(route: Route, name: str) -> dict[str, Any]:
+    schema = _PARAMETERS.get(name, {"type": "string"})
+    if name == "id" and "/roleAssignments/" in route.path:
+        schema = _GUID  # a role assignment's name is a GUID
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _operation(route: Route, method: str) -> dict[str, Any]:
     kind = getattr(route, "keyless_authorization", "undeclared")
     action = getattr(route, "keyless_action", None)
+    oauth = route.path.startswith("/{tenant}/")
+    error = _OAUTH_ERROR if oauth else _ERROR
+    responses: dict[str, Any] = {}
+    for status in _statuses(route, method, kind, oauth):
+        answer: dict[str, Any] = {"description": _MEANING[status]}
+        if status >= 400:
+            answer["content"] = {_JSON: {"schema": error}}
+        elif status != 204:
+            media = "text/html" if route.path == "/device" else _JSON
+            answer["content"] = {media: {"schema": {}}}
+        responses[str(status)] = answer
     operation: dict[str, Any] = {
         "operationId": f"{method.lower()}_{route.name}",
         "x-keyless-authorization": kind,
-        "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(route.path)
-        ],
-        "responses": {
-            "200": {"description": "OK"},
-            "400": {
-                "description": "Bad request",
-                "content": {"application/json": {"schema": _ERROR}},
-            },
-        },
+        "parameters": [_parameter(route, name) for name in _PARAM.findall(route.path)],
+        "responses": responses,
     }
     if kind != "public":
         operation["security"] = [{"bearer": []}]
-        operation["responses"]["401"] = {"description": "No or invalid bearer token"}
-        operation["responses"]["403"] = {
-            "description": "The caller lacks the action at this scope",
-            "content": {"application/json": {"schema": _ERROR}},
-        }
     if action:
         operation["x-keyless-action"] = action
         operation["description"] = f"Requires `{action}` at the scope in the path" + (
@@ -80,8 +191,9 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         )
     if kind == "tenant-admin":
         operation["description"] = "Tenant administrators only."
-    if method in ("PUT", "PATCH") and "/providers/{namespace}" in route.path:
-        operation["requestBody"] = {"content": {"application/json": {"schema": _RESOURCE}}}
+    body = _request_body(route, method)
+    if body is not None:
+        operation["requestBody"] = body
     return operation
 
 
