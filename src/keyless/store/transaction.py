@@ -11,8 +11,11 @@ committed and takes the path for an existing row (a new version of the secret, 2
 of 201, or the 409 that a real duplicate deserves). The constraint decides; nobody checks
 and hopes.
 
-Handlers run through it must only touch the store (a retry repeats everything they did),
-which holds for the management API, the directory API and the vault.
+A retry repeats everything the handler did, so a handler that acts outside the transaction
+(issues a token with its own audit commit, connects to a database: a connection's `validate`,
+an app's `identityToken`) must not write in it: with no write of its own it can never lose a
+write conflict, so it never runs twice. Every other handler of the management API, the
+directory API and the vault only touches the store.
 """
 
 from __future__ import annotations
