@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from keyless.authority.masterkey import MasterKey
@@ -200,12 +200,15 @@ def signing_key(session: Session, tenant_id: str, now: float) -> tuple[SigningKe
         .order_by(SigningKey.activated_at.desc())
     )
     until = math.inf
+    waiting: SigningKey | None = None
     for key in candidates:
         assert key.activated_at is not None
         if key.activated_at <= now:
             return key, until
-        until = key.activated_at
-    return None
+        until, waiting = key.activated_at, key
+    # No key has started yet: the one that replaced them was taken out of JWKS early (an
+    # operator expiring keys by hand). Signing with the promoted key beats refusing tokens.
+    return None if waiting is None else (waiting, math.inf)
 
 
 def due_for_rotation(session: Session, tenant_id: str, now: float) -> str | None:
@@ -224,7 +227,12 @@ def expire_retired(session: Session, now: float) -> int:
     """Drop retired keys whose tokens have all expired from JWKS, and erase their private part."""
     result = session.execute(
         update(SigningKey)
-        .where(SigningKey.status == "retired", SigningKey.published_until <= now)
+        .where(
+            SigningKey.status == "retired",
+            SigningKey.published_until <= now,
+            # Never one that still signs (until a promoted key has been published long enough).
+            or_(SigningKey.retired_at.is_(None), SigningKey.retired_at <= now),
+        )
         .values(status="expired", private_key_encrypted=None)
     )
     count = int(result.rowcount)  # type: ignore[attr-defined]
