@@ -59,6 +59,21 @@ def test_the_description_declares_what_the_server_answers(server: KeylessServer)
     assert subscription["schema"] == {"type": "string", "format": "uuid"}
 
 
+def test_create_secret_must_be_a_boolean(server: KeylessServer) -> None:
+    """Found by schemathesis: any value was taken as "make a secret"; now refused, and
+    nothing is created."""
+    name = "openapi-strict-sp"
+    with server.http() as http:
+        response = http.post(
+            "/admin/v1/servicePrincipals",
+            json={"displayName": name, "createSecret": "no"},
+            headers={"Authorization": f"Bearer {server.admin_token()}"},
+        )
+    assert response.status_code == 400
+    assert "createSecret must be true or false" in response.json()["error"]["message"]
+    assert name not in server.cli("ad", "sp", "list").stdout
+
+
 @pytest.mark.timeout(420)
 def test_schemathesis_finds_nothing_untrue(server: KeylessServer, tmp_path: Path) -> None:
     token = server.admin_token()

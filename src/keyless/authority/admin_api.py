@@ -182,7 +182,9 @@ def method_is_create(action: str) -> bool:
 def _sp_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
     name = body.get("displayName")
     cert_pem = body.get("certificate")
-    want_secret = bool(body.get("createSecret"))
+    want_secret = body.get("createSecret", False)
+    if not isinstance(want_secret, bool):
+        raise directory._bad("createSecret must be true or false")
     if cert_pem is not None and not isinstance(cert_pem, str):
         raise directory._bad("certificate must be a PEM string")
     if cert_pem and want_secret:

@@ -14,96 +14,11 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 import keyless
+from keyless.server import openapi_schemas as schemas
 
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 _JSON = "application/json"
-_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            "required": ["code", "message"],
-        }
-    },
-    "required": ["error"],
-}
-# Entra ID's error shape, as the token, device code, revocation and discovery routes answer.
-_OAUTH_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {"type": "string"},
-        "error_description": {"type": "string"},
-        "error_codes": {"type": "array", "items": {"type": "integer"}},
-        "timestamp": {"type": "string"},
-        "trace_id": {"type": "string"},
-        "correlation_id": {"type": "string"},
-    },
-    "required": ["error", "error_description"],
-}
-_TAGS = {
-    "type": "object",
-    "maxProperties": 50,
-    "propertyNames": {"minLength": 1, "maxLength": 512},
-    "additionalProperties": {"type": "string", "maxLength": 256},
-}
-_RESOURCE = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "type": {"type": "string"},
-        "location": {"type": "string", "minLength": 1, "maxLength": 64},
-        "tags": _TAGS,
-        "properties": {"type": "object"},
-        "identity": {
-            "type": "object",
-            "properties": {
-                "type": {
-                    "type": "string",
-                    "enum": [
-                        "None",
-                        "SystemAssigned",
-                        "UserAssigned",
-                        "SystemAssigned, UserAssigned",
-                    ],
-                },
-                "principalId": {"type": "string", "format": "uuid"},
-                "tenantId": {"type": "string", "format": "uuid"},
-                "userAssignedIdentities": {"type": "object"},
-            },
-            "required": ["type"],
-        },
-    },
-    "additionalProperties": False,
-}
-_GROUP = {
-    "type": "object",
-    "properties": {"location": {"type": "string", "minLength": 1, "maxLength": 64}, "tags": _TAGS},
-}
-_SUBSCRIPTION = {
-    "type": "object",
-    "properties": {"displayName": {"type": "string", "minLength": 1, "maxLength": 64}},
-    "required": ["displayName"],
-}
-_ASSIGNMENT = {
-    "type": "object",
-    "properties": {
-        "properties": {
-            "type": "object",
-            "properties": {
-                "roleDefinitionId": {"type": "string"},
-                "principalId": {"type": "string"},
-            },
-            "required": ["roleDefinitionId", "principalId"],
-        }
-    },
-    "required": ["properties"],
-}
-# Path parameters checked as strictly as the server checks them (keyless.access.scopes).
-_GUID = {"type": "string", "format": "uuid"}
-_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$"}
-_PARAMETERS: dict[str, dict[str, Any]] = {"subscription": _GUID, "group": _NAME}
+_FORM = "application/x-www-form-urlencoded"
 # What every status means, for the description of each answer.
 _MEANING = {
     200: "OK",
@@ -130,6 +45,8 @@ def _statuses(route: Route, method: str, kind: str, oauth: bool) -> list[int]:
             return [200, 400, 401, 413, 429]
         return [200, 400]  # discovery and JWKS: an unknown tenant
     statuses = [200, 400, 401, 403, 404]
+    if route.path.endswith("/principals/{ref}"):
+        statuses.append(409)  # a name several principals share: use the object ID
     if method in ("PUT", "POST"):
         statuses.append(201)
     if method in ("POST", "DELETE"):
@@ -140,25 +57,50 @@ def _statuses(route: Route, method: str, kind: str, oauth: bool) -> list[int]:
 
 
 def _request_body(route: Route, method: str) -> dict[str, Any] | None:
-    path = route.path
+    """The body the route reads, where it reads one."""
+    path, media = route.path, _JSON
     schema: dict[str, Any] | None = None
     if method in ("PUT", "PATCH") and path.endswith("/providers/{namespace}/{type}/{name}"):
-        schema = _RESOURCE
+        schema = schemas.RESOURCE
     elif method in ("PUT", "PATCH") and path.endswith("/resourceGroups/{group}"):
-        schema = _GROUP
+        schema = schemas.GROUP
     elif method == "POST" and path == "/subscriptions":
-        schema = _SUBSCRIPTION
+        schema = schemas.SUBSCRIPTION
     elif method == "PUT" and "/roleAssignments/" in path:
-        schema = _ASSIGNMENT
+        schema = schemas.ASSIGNMENT
+    elif method == "PUT" and "/roleDefinitions/" in path:
+        schema = schemas.ROLE_DEFINITION
+    elif method == "POST" and path.startswith("/admin/v1/"):
+        schema = _ADMIN_BODIES.get(path.removeprefix("/admin/v1/"))
+    elif method == "PATCH" and path == "/admin/v1/tenant":
+        schema = schemas.TENANT
+    elif method == "POST" and path.startswith("/{tenant}/oauth2/"):
+        media, schema = _FORM, _OAUTH_FORMS.get(path.rsplit("/", 1)[-1])
     if schema is None:
         return None
-    return {"required": method != "PATCH", "content": {_JSON: {"schema": schema}}}
+    # A PATCH may change nothing; a credential reset with no body makes a new secret.
+    required = method != "PATCH" and not path.endswith("/credentials")
+    return {"required": required, "content": {media: {"schema": schema}}}
+
+
+_ADMIN_BODIES = {
+    "servicePrincipals": schemas.SERVICE_PRINCIPAL,
+    "servicePrincipals/{id}/credentials": schemas.CREDENTIAL,
+    "groups": schemas.GROUP_CREATE,
+    "groups/{id}/members": schemas.MEMBER,
+    "deviceCodes/approve": schemas.APPROVAL,
+}
+_OAUTH_FORMS = {
+    "token": schemas.TOKEN_FORM,
+    "devicecode": schemas.DEVICE_CODE_FORM,
+    "revoke": schemas.REVOKE_FORM,
+}
 
 
 def _parameter(route: Route, name: str) -> dict[str, Any]:
-    schema = _PARAMETERS.get(name, {"type": "string"})
-    if name == "id" and "/roleAssignments/" in route.path:
-        schema = _GUID  # a role assignment's name is a GUID
+    schema = schemas.PATH_PARAMETERS.get(name, {"type": "string"})
+    if name == "id" and ("/roleAssignments/" in route.path or "/roleDefinitions/" in route.path):
+        schema = schemas.GUID  # role assignments and definitions are named by GUIDs
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
@@ -166,7 +108,7 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     kind = getattr(route, "keyless_authorization", "undeclared")
     action = getattr(route, "keyless_action", None)
     oauth = route.path.startswith("/{tenant}/")
-    error = _OAUTH_ERROR if oauth else _ERROR
+    error = schemas.OAUTH_ERROR if oauth else schemas.ARM_ERROR
     responses: dict[str, Any] = {}
     for status in _statuses(route, method, kind, oauth):
         answer: dict[str, Any] = {"description": _MEANING[status]}
