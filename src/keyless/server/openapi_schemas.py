@@ -156,7 +156,7 @@ SERVICE_PRINCIPAL: Schema = {
     "type": "object",
     "properties": {
         "displayName": _DISPLAY_NAME,
-        "certificate": {"type": "string"},
+        "certificate": {"type": ["string", "null"]},  # a PEM; null or "" for none
         "createSecret": {"type": "boolean"},
         "secretYears": {"type": "number"},
     },
