@@ -39,6 +39,9 @@ from tests.support.server import KeylessServer, running_server
 
 AUDIENCE = "api://keyless/postgres"
 GRACE_S = keys.RETIREMENT_GRACE_S
+# Servers that rotate every second or two, far more often than JWKS may be cached: with no
+# JWKS caching a promoted key signs at once (the JWKS lifetime test sets its own).
+NO_JWKS_CACHE = {"KEYLESS_JWKS_MAX_AGE": "0"}
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -140,7 +143,7 @@ def _store(server: KeylessServer) -> Any:
 @pytest.fixture(scope="module")
 def rotation_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessServer]:
     """A server of this module's own: its tests change the tenant's key settings."""
-    with running_server(tmp_path_factory.mktemp("rotation") / "data") as server:
+    with running_server(tmp_path_factory.mktemp("rotation") / "data", env=NO_JWKS_CACHE) as server:
         yield server
 
 
@@ -148,7 +151,7 @@ def rotation_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyles
 
 
 def test_keys_at_init_and_manual_rotation(tmp_path: Path) -> None:
-    with running_server(tmp_path / "data") as server:
+    with running_server(tmp_path / "data", env=NO_JWKS_CACHE) as server:
         # At init: exactly one active and one next key, both in JWKS, public parts only.
         jwks = _jwks(server)
         assert len(jwks["keys"]) == 2
@@ -198,7 +201,7 @@ def test_keys_at_init_and_manual_rotation(tmp_path: Path) -> None:
 def test_rotation_under_load_loses_no_request(tmp_path: Path) -> None:
     """A key rotation under continuous token requests and validations loses no request."""
     threads_n, rotations, max_iterations = 4, 3, 20_000
-    with running_server(tmp_path / "data", workers=2) as server:
+    with running_server(tmp_path / "data", workers=2, env=NO_JWKS_CACHE) as server:
         sp = _new_sp(server, "load")
         discovery = _discovery(server)
         first_active, _ = _active_and_next(server)
@@ -447,3 +450,62 @@ def test_private_keys_encrypted_at_rest(rotation_server: KeylessServer) -> None:
     # The master key itself is not in the store either.
     raw_master = base64.b64decode((data / "master.key").read_text().strip())
     assert raw_master not in stored
+
+
+def test_a_cached_jwks_verifies_every_token_after_two_quick_rotations(tmp_path: Path) -> None:
+    """Issue #11: JWKS is cached for `max-age`; two rotations inside that time must not make a
+    key sign that a client holding the JWKS from before them has never seen. A promoted key
+    waits until it has been published for the JWKS lifetime (shortened here to a few
+    seconds), and the key it replaces signs until then."""
+    max_age = 8
+    env = {"KEYLESS_JWKS_MAX_AGE": str(max_age)}
+    with running_server(tmp_path / "data", env=env) as server:
+        sp = _new_sp(server, "cached")
+        discovery = _discovery(server)
+        admin = {"Authorization": f"Bearer {server.admin_token()}"}
+        with server.http() as http:
+            response = http.get(discovery["jwks_uri"])
+            fetched_at = time.time()
+            cached = jwt.PyJWKSet.from_dict(response.json())  # what a relying party keeps
+            # Two rotations at once, as `keyless keys rotate` twice makes them.
+            first = http.post("/admin/v1/signingKeys/rotate", headers=admin, json={}).json()
+            second = http.post("/admin/v1/signingKeys/rotate", headers=admin, json={}).json()
+        assert response.headers["cache-control"] == f"public, max-age={max_age}"
+        # The second promoted key was published by the first rotation: it waits the lifetime.
+        assert second["signsFrom"] >= first["rotatedAt"] + max_age - 0.01
+        assert _keys_by_status(server)["active"][0]["kid"] == second["activeKid"]
+
+        # Every token issued while the cached JWKS is still fresh verifies with it alone.
+        issued = 0
+        while time.time() < fetched_at + max_age:
+            token = _token(server, sp)
+            kids = {k.key_id: k for k in cached.keys}
+            assert _kid(token) in kids, "a token signed by a key the cached JWKS has never seen"
+            jwt.decode(
+                token,
+                kids[_kid(token)].key,
+                algorithms=["RS256"],
+                audience=AUDIENCE,
+                issuer=discovery["issuer"],
+            )
+            issued += 1
+        assert issued > 0
+
+        # Once published long enough, the promoted key signs (bounded wait), and a client
+        # that refetched JWKS verifies it.
+        def signed_by_second() -> str | None:
+            token = _token(server, sp)
+            return token if _kid(token) == second["activeKid"] else None
+
+        token = _wait_for(signed_by_second, timeout=max_age * 3, interval=0.3)
+        assert token, "the promoted key never started signing"
+        _validate(server, token)
+        assert time.time() >= second["signsFrom"] - 1
+
+
+def test_a_bad_jwks_lifetime_setting_is_refused_at_start(tmp_path: Path) -> None:
+    server = KeylessServer(tmp_path / "data", env={"KEYLESS_JWKS_MAX_AGE": "5 minutes"})
+    server.init()
+    result = server.cli("serve", "--port", str(server.port), check=False, timeout=30)
+    assert result.returncode != 0
+    assert "KEYLESS_JWKS_MAX_AGE must be a whole number of seconds" in result.stderr

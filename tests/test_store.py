@@ -120,12 +120,37 @@ def test_rotation_keeps_one_active_and_one_next_key(engine: Engine) -> None:
                 SigningKey.status == "next", SigningKey.tenant_id == tenant_id
             )
         ).one()
-        assert keys.rotate(session, master, tenant_id) == upcoming
+        assert keys.rotate(session, master, tenant_id).active_kid == upcoming
     with Session(engine) as session:
         statuses = sorted(
             session.scalars(select(SigningKey.status).where(SigningKey.tenant_id == tenant_id))
         )
     assert statuses == ["active", "next", "retired"]
+
+
+def test_two_quick_rotations_keep_the_signer_until_the_new_key_was_published_long_enough(
+    engine: Engine,
+) -> None:
+    """The key a second quick rotation promotes was published by the first one: it signs only
+    once it has been in JWKS for the JWKS lifetime; the key before it signs until then, and
+    is not expired from JWKS while it does."""
+    master = MasterKey.generate()
+    with Session(engine) as session, session.begin():
+        tenant_id = _tenant(session).id
+        keys.create_initial_keys(session, master, tenant_id)
+    start = time.time() + 1000  # the initial next key is long published by then
+    with Session(engine) as session, session.begin():
+        first = keys.rotate(session, master, tenant_id, start, jwks_max_age_s=300)
+    with Session(engine) as session, session.begin():
+        second = keys.rotate(session, master, tenant_id, start + 10, jwks_max_age_s=300)
+    assert first.signs_from == start and second.signs_from == start + 300
+    with Session(engine) as session, session.begin():
+        signing = keys.signing_key(session, tenant_id, start + 10)
+        assert signing is not None
+        assert (signing[0].kid, signing[1]) == (first.active_kid, start + 300)
+        assert keys.expire_retired(session, start + 299) == 0
+        later = keys.signing_key(session, tenant_id, start + 300)
+        assert later is not None and later[0].kid == second.active_kid
 
 
 def test_two_scheduled_rotations_of_the_same_key_cannot_both_happen(engine: Engine) -> None:

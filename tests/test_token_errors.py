@@ -970,23 +970,98 @@ def test_unknown_tenant(
 
 
 FORM = "application/x-www-form-urlencoded"
-MALFORMED_BODIES = {
-    "non-utf8-bytes": b"grant_type=client_credentials&client_id=\xff\xfe&scope=x",
-    "percent-encoded-non-utf8": b"grant_type=client_credentials&client_id=%ff%fe&scope=x",
-    "invalid-percent-escape": b"grant_type=client_credentials&client_id=%zz&scope=x",
-    "truncated-percent-escape": b"grant_type=client_credentials&scope=x&client_id=ab%4",
-    "field-without-equals": b"grant_type=client_credentials&client_id",
-    "too-many-fields": "&".join(f"f{i}=v" for i in range(40)).encode(),
+# Each malformed body, and the reason its refusal must give (docs/errors.md, 90014): the one
+# thing wrong, not a catch-all.
+MALFORMED_BODIES: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "non-utf8-bytes": (
+        b"grant_type=client_credentials&client_id=\xff\xfe&scope=x",
+        ("not UTF-8", "the value of the form field client_id"),
+    ),
+    "percent-encoded-non-utf8": (
+        b"grant_type=client_credentials&client_id=%ff%fe&scope=x",
+        ("percent-encodes bytes that are not UTF-8", "client_id"),
+    ),
+    "invalid-percent-escape": (
+        b"grant_type=client_credentials&client_id=%zz&scope=x",
+        ("'%' not followed by two hex digits", "client_id", "%25"),
+    ),
+    "truncated-percent-escape": (
+        b"grant_type=client_credentials&scope=x&client_id=ab%4",
+        ("'%' not followed by two hex digits", "client_id"),
+    ),
+    "bad-escape-in-a-name": (b"grant%zz_type=x", ("'%' not followed", "name of form field 1")),
+    "field-without-equals": (
+        b"grant_type=client_credentials&client_id",
+        ("not name=value pairs", "client_id has no '='"),
+    ),
+    "unknown-field-without-equals-is-not-echoed": (
+        b"grant_type=client_credentials&s3cr3t-value-sent-alone",
+        ("not name=value pairs", "form field 2 has no '='"),
+    ),
+    "empty-field": (b"grant_type=client_credentials&&scope=x", ("empty field", "form field 2")),
+    "trailing-ampersand": (b"grant_type=client_credentials&", ("empty field", "single '&'")),
+    "field-without-a-name": (b"grant_type=client_credentials&=x", ("no name before '='",)),
+    "too-many-fields": (
+        "&".join(f"f{i}=v" for i in range(40)).encode(),
+        ("40 fields", "at most 32"),
+    ),
 }
 
 
-@pytest.mark.parametrize("content", MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys())
+@pytest.mark.parametrize(
+    ("content", "reason"), MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys()
+)
 def test_malformed_form_body(
-    server: KeylessServer, audit: AuditLog, http: httpx.Client, content: bytes
+    server: KeylessServer,
+    audit: AuditLog,
+    http: httpx.Client,
+    content: bytes,
+    reason: tuple[str, ...],
 ) -> None:
     response = http.post(server.token_url(), content=content, headers={"Content-Type": FORM})
-    body = expect_error(response, 400, "invalid_request", ("form body",))
+    body = expect_error(
+        response, 400, "invalid_request", ("form body", *reason), hidden=("s3cr3t-value",)
+    )
+    assert "URL-encoded UTF-8" not in body["error_description"], "the old catch-all reason"
+    assert body["error_codes"] == [90014]
     expect_unattributed_audit(audit, body)
+
+
+def test_unknown_field_over_16_kib_is_refused(
+    server: KeylessServer, audit: AuditLog, http: httpx.Client, secret_client: SecretClient
+) -> None:
+    """docs/errors.md: a field over 16 KiB is refused, whether Keyless reads it or not."""
+    form = secret_form(secret_client.app_id, secret_client.password)
+    filler = "q" * (16 * 1024 + 1)
+    response = http.post(server.token_url(), data={**form, "x_padding": filler})
+    body = expect_error(
+        response,
+        400,
+        "invalid_request",
+        ("form field 5", "longer than 16 KiB"),
+        hidden=(secret_client.password, filler[:64], "x_padding"),
+    )
+    expect_unattributed_audit(audit, body)
+    # Exactly 16 KiB is within the limit: the same request gets its token.
+    fits = http.post(server.token_url(), data={**form, "x_padding": filler[:-1]})
+    assert fits.status_code == 200, fits.text
+
+
+def test_repeated_unknown_field_is_named_by_position(
+    server: KeylessServer, http: httpx.Client, secret_client: SecretClient
+) -> None:
+    form = secret_form(secret_client.app_id, secret_client.password)
+    content = "&".join(f"{k}={quote_plus(v)}" for k, v in form.items()) + "&extra=1&extra=2"
+    response = http.post(
+        server.token_url(), content=content.encode(), headers={"Content-Type": FORM}
+    )
+    expect_error(
+        response,
+        400,
+        "invalid_request",
+        ("form field 6", "more than once"),
+        hidden=(secret_client.password, "extra"),
+    )
 
 
 @pytest.mark.parametrize("field", ["grant_type", "client_id", "client_secret", "scope"])

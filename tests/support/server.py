@@ -62,8 +62,11 @@ class KeylessServer:
         store_url: str | None = None,
         workers: int = 1,
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env`: settings for every command against this server (e.g. KEYLESS_JWKS_MAX_AGE)."""
         self.data_dir = data_dir
+        self.extra_env = dict(env or {})
         self.store_url = store_url
         self.workers = workers
         self.extra_args = extra_args or []
@@ -81,7 +84,7 @@ class KeylessServer:
         return self.data_dir / "ca.pem"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = clean_env(self.data_dir, **extra)
+        env = clean_env(self.data_dir, **{**self.extra_env, **extra})
         if self.store_url:
             env["KEYLESS_STORE_URL"] = self.store_url
         return env

@@ -31,6 +31,7 @@ from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.generation import bump_generation
 from keyless.store.models import ResourceApi, SigningKey, Tenant, User
+from keyless.store.transaction import run_write
 
 MAX_BODY = 64 * 1024
 Handler = Callable[[Session, TokenClaims, Request, dict[str, Any]], Any]
@@ -143,25 +144,28 @@ class AdminApi:
             return _fail(400, "BadRequest", "the request body must be a JSON object")
         allowed, rule = _CALLERS[who]
         request.state.trace_id = trace_id
-        with Session(self.authority.engine) as session:
-            try:
-                with session.begin():
-                    if not allowed(session, claims):
-                        raise _Denied
-                    result = handler(session, claims, request, body)
-            except _Denied:
-                refusals.recorded(
-                    refusals.caller_refused(self.authority, claims, action, target, trace_id)
-                )
-                return _fail(
-                    403,
-                    "AuthorizationFailed",
-                    f"the caller {claims.object_id} may not perform {action}: {rule}",
-                )
-            except DirectoryError as exc:
-                if writes:
-                    self._audit(claims, action, target, f"failed:{exc.code}", trace_id)
-                return _fail(exc.status, exc.code, exc.message)
+
+        def transaction(session: Session) -> Any:
+            if not allowed(session, claims):
+                raise _Denied
+            return handler(session, claims, request, body)
+
+        try:
+            # Run again if a concurrent writer wins a unique key (keyless.store.transaction).
+            result = run_write(self.authority.engine, transaction)
+        except _Denied:
+            refusals.recorded(
+                refusals.caller_refused(self.authority, claims, action, target, trace_id)
+            )
+            return _fail(
+                403,
+                "AuthorizationFailed",
+                f"the caller {claims.object_id} may not perform {action}: {rule}",
+            )
+        except DirectoryError as exc:
+            if writes:
+                self._audit(claims, action, target, f"failed:{exc.code}", trace_id)
+            return _fail(exc.status, exc.code, exc.message)
         if writes:
             self._audit(claims, action, target, "succeeded", trace_id)
         status = 201 if method_is_create(action) else 200
@@ -206,7 +210,9 @@ def method_is_create(action: str) -> bool:
 def _sp_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) -> Any:
     name = body.get("displayName")
     cert_pem = body.get("certificate")
-    want_secret = bool(body.get("createSecret"))
+    want_secret = body.get("createSecret", False)
+    if not isinstance(want_secret, bool):
+        raise directory._bad("createSecret must be true or false")
     if cert_pem is not None and not isinstance(cert_pem, str):
         raise directory._bad("certificate must be a PEM string")
     if cert_pem and want_secret:
@@ -405,10 +411,15 @@ def _tenant_update(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]
         if lifetime < tenant.token_lifetime_s:
             # Tokens the active key already signed keep the longer lifetime: record how long
             # the key must stay in JWKS once it retires (keys.rotate honours it).
-            keep = time.time() + tenant.token_lifetime_s + keys.RETIREMENT_GRACE_S
+            now = time.time()
+            keep = now + tenant.token_lifetime_s + keys.RETIREMENT_GRACE_S
+            # The keys that sign or may still sign: the active one, and a retired one that
+            # signs until a promoted key has been published long enough (keys.rotate).
             for key in s.scalars(
                 select(SigningKey).where(
-                    SigningKey.tenant_id == tenant.id, SigningKey.status == "active"
+                    SigningKey.tenant_id == tenant.id,
+                    (SigningKey.status == "active")
+                    | ((SigningKey.status == "retired") & (SigningKey.retired_at > now)),
                 )
             ):
                 key.published_until = max(key.published_until or 0.0, keep)
@@ -424,10 +435,19 @@ def build_routes(authority: Authority) -> list[Route]:
 
     def _keys_rotate(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:
         try:
-            kid = keys.rotate(s, authority.master, c.tenant_id)
+            now = time.time()
+            rotation = keys.rotate(
+                s, authority.master, c.tenant_id, now, jwks_max_age_s=authority.jwks_max_age_s
+            )
         except keys.RotationConflict as exc:
             raise DirectoryError(409, "Conflict", f"{exc}; try again") from None
-        return {"activeKid": kid, "rotatedAt": time.time()}
+        # signsFrom: later than rotatedAt when the key has not yet been in JWKS for as long
+        # as relying parties cache it; the key it replaces signs until then.
+        return {
+            "activeKid": rotation.active_kid,
+            "rotatedAt": now,
+            "signsFrom": rotation.signs_from,
+        }
 
     def _audit_list(s: Session, c: TokenClaims, r: Request, _b: dict[str, Any]) -> Any:
         q = r.query_params

@@ -8,6 +8,7 @@ them on their next request.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,13 @@ from jwt import PyJWKSet
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from keyless.authority.keys import Signer, jwks_document, load_signer, published_keys
+from keyless.authority.keys import (
+    Signer,
+    jwks_document,
+    load_signer,
+    published_keys,
+    signing_key,
+)
 from keyless.authority.masterkey import MasterKey
 from keyless.authority.principal_state import PrincipalState, load_principal
 from keyless.store.generation import read_generations
@@ -27,7 +34,6 @@ from keyless.store.models import (
     FederatedCredential,
     ResourceApi,
     ServicePrincipal,
-    SigningKey,
     Tenant,
 )
 
@@ -167,16 +173,13 @@ class AuthorityCache:
 
     def signer(self, snapshot: Snapshot, tenant_id: str) -> Signer:
         signer = snapshot.signers.get(tenant_id)
-        if signer is None:
+        # A promoted key takes over at a time, not at a store write: `signs_until` says when.
+        if signer is None or signer.signs_until <= time.time():
             with Session(self._engine) as session:
-                active = session.scalars(
-                    select(SigningKey).where(
-                        SigningKey.tenant_id == tenant_id, SigningKey.status == "active"
-                    )
-                ).first()
-                if active is None:
+                found = signing_key(session, tenant_id, time.time())
+                if found is None:
                     raise LookupError(f"tenant {tenant_id} has no active signing key")
-                signer = load_signer(self._master, active)
+                signer = load_signer(self._master, *found)
             snapshot.signers[tenant_id] = signer
         return signer
 

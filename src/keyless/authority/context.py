@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
+from keyless.authority.keys import JWKS_MAX_AGE_S, jwks_max_age_from_env
 from keyless.authority.masterkey import MasterKey
 from keyless.store.grant_log import GrantLog
 from keyless.store.refusal_audit import RefusalAudit
@@ -24,6 +25,8 @@ class Authority:
     issuer_keys: IssuerKeys
     grant_log: GrantLog
     refusals: RefusalAudit  # refused management requests, audited with floods folded
+    # How long relying parties may cache JWKS, and so how long a key waits before it signs.
+    jwks_max_age_s: int = JWKS_MAX_AGE_S
 
     @classmethod
     def create(
@@ -38,6 +41,7 @@ class Authority:
             issuer_keys=IssuerKeys(extra_ca_files),
             grant_log=grant_log,
             refusals=RefusalAudit(grant_log),
+            jwks_max_age_s=jwks_max_age_from_env(),
         )
 
     def issuer(self, tenant_id: str) -> str:

@@ -111,10 +111,11 @@ def build_routes(authority: Authority) -> list[Route]:
             if failure is not None:
                 return failure
             snapshot = authority.cache.current()
-            # Short cache: relying parties see a new `next` key within minutes of a rotation.
+            # Short cache: relying parties see a new `next` key within minutes of a rotation,
+            # and no key signs before it has been published this long (keyless.authority.keys).
             return JSONResponse(
                 authority.cache.jwks(snapshot, tenant_id),
-                headers={"Cache-Control": "public, max-age=300"},
+                headers={"Cache-Control": f"public, max-age={authority.jwks_max_age_s}"},
             )
 
         return await run_in_threadpool(load)

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from keyless.access import api as access_api
 from keyless.access.engine import AccessEngine
@@ -61,7 +61,14 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
             status_code=404,
         )
 
-    async def not_allowed(_request: Request, _exc: Exception) -> Response:
+    async def not_allowed(request: Request, _exc: Exception) -> Response:
+        # RFC 9110 15.5.6: a 405 names the methods the path does take. A path may be served
+        # by several routes (one per method), so all of them are asked, not only the first.
+        methods: set[str] = set()
+        for route in all_routes:
+            matched = isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+            if matched and isinstance(route, Route) and route.methods:
+                methods |= route.methods
         return JSONResponse(
             {
                 "error": {
@@ -70,6 +77,7 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
                 }
             },
             status_code=405,
+            headers={"Allow": ", ".join(sorted(methods))},
         )
 
     healthz = Route("/healthz", health)

@@ -32,6 +32,7 @@ from keyless.resources.manager import Caller, ResourceError
 from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.models import Subscription
+from keyless.store.transaction import run_write
 
 MAX_BODY = 256 * 1024
 
@@ -193,50 +194,53 @@ class ArmApi:
 
         caller = Caller(claims.tenant_id, claims.object_id, check)
         denied: Decision | None = None
-        with Session(self.authority.engine) as session:
-            try:
-                with session.begin():
-                    if parsed.subscription is not None:
-                        subscription = session.get(Subscription, parsed.subscription)
-                        if subscription is None or subscription.tenant_id != claims.tenant_id:
-                            # Another tenant's subscription is as invisible as a missing one.
-                            raise ResourceError(
-                                404,
-                                "SubscriptionNotFound",
-                                f"the subscription {parsed.subscription} was not found in "
-                                "your tenant",
-                            )
-                    decision = check(action, parsed.id())
-                    if not decision.allowed and not filtered:
-                        denied = decision
-                        raise _Denied
-                    result = handler(Call(session, caller, claims, request, body, parsed.id()))
-            except _Denied:
-                assert denied is not None
-                refusals.recorded(
-                    refusals.caller_refused(
-                        self.authority, claims, action, parsed.id(), trace_id, reason=denied.reason
+
+        def transaction(session: Session) -> tuple[Decision, Any]:
+            nonlocal denied
+            if parsed.subscription is not None:
+                subscription = session.get(Subscription, parsed.subscription)
+                if subscription is None or subscription.tenant_id != claims.tenant_id:
+                    # Another tenant's subscription is as invisible as a missing one.
+                    raise ResourceError(
+                        404,
+                        "SubscriptionNotFound",
+                        f"the subscription {parsed.subscription} was not found in your tenant",
                     )
+            decision = check(action, parsed.id())
+            if not decision.allowed and not filtered:
+                denied = decision
+                raise _Denied
+            return decision, handler(Call(session, caller, claims, request, body, parsed.id()))
+
+        try:
+            # Run again if a concurrent writer wins a unique key (keyless.store.transaction).
+            decision, result = run_write(self.authority.engine, transaction)
+        except _Denied:
+            assert denied is not None
+            refusals.recorded(
+                refusals.caller_refused(
+                    self.authority, claims, action, parsed.id(), trace_id, reason=denied.reason
                 )
-                return arm_error(
-                    403,
-                    "AuthorizationFailed",
-                    f"the client {claims.object_id} does not have authorization to perform "
-                    f"action {action} over scope {parsed.id()}; ask an Owner or User Access "
-                    "Administrator for a role that includes it",
+            )
+            return arm_error(
+                403,
+                "AuthorizationFailed",
+                f"the client {claims.object_id} does not have authorization to perform "
+                f"action {action} over scope {parsed.id()}; ask an Owner or User Access "
+                "Administrator for a role that includes it",
+            )
+        except ResourceError as exc:
+            if writes or exc.status == 403:
+                self._audit(
+                    claims,
+                    action,
+                    parsed.id(),
+                    # A refusal found by the handler (a linked check) is a denial too.
+                    "denied" if exc.status == 403 else f"failed:{exc.code}",
+                    trace_id,
+                    {"code": exc.code, "message": exc.message},
                 )
-            except ResourceError as exc:
-                if writes or exc.status == 403:
-                    self._audit(
-                        claims,
-                        action,
-                        parsed.id(),
-                        # A refusal found by the handler (a linked check) is a denial too.
-                        "denied" if exc.status == 403 else f"failed:{exc.code}",
-                        trace_id,
-                        {"code": exc.code, "message": exc.message},
-                    )
-                return arm_error(exc.status, exc.code, exc.message)
+            return arm_error(exc.status, exc.code, exc.message)
         if writes:
             self._audit(
                 claims, action, parsed.id(), "succeeded", trace_id, {"grantedBy": decision.reason}

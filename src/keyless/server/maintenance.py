@@ -36,11 +36,15 @@ def run_once(authority: Authority, now: float | None = None) -> list[str]:
                 with session.begin():
                     due = keys.due_for_rotation(session, tenant_id, now)
                     if due is not None:
-                        rotated.append(
-                            keys.rotate(
-                                session, authority.master, tenant_id, now, expected_active=due
-                            )
+                        rotation = keys.rotate(
+                            session,
+                            authority.master,
+                            tenant_id,
+                            now,
+                            expected_active=due,
+                            jwks_max_age_s=authority.jwks_max_age_s,
                         )
+                        rotated.append(rotation.active_kid)
             except keys.RotationConflict:
                 pass  # another process rotated it first: exactly what we wanted
     with Session(authority.engine) as session, session.begin():

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from keyless.authority.config import DataDir, ServerConfig
 from keyless.authority.context import Authority
-from keyless.authority.keys import load_signer
+from keyless.authority.keys import jwks_max_age_from_env, load_signer
 from keyless.authority.local_login import serve_login_socket
 from keyless.authority.masterkey import MasterKey, MasterKeyError
 from keyless.authority.tls import (
@@ -69,6 +69,10 @@ def _prepare(options: ServeOptions) -> tuple[DataDir, ServerConfig, str, str, st
     if not paths.master_key.exists():
         raise ServeError(f"{paths.root} is not a Keyless data directory; run `keyless init` first")
     config = ServerConfig.load_or_default(paths)
+    try:
+        jwks_max_age_from_env()  # refused here with its message, not in every worker
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     master = MasterKey.load(paths.master_key)
     store_url = options.store_url or config.effective_store_url(paths)
     engine = open_engine(store_url)

@@ -29,6 +29,7 @@ from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.grant_log import GrantLogError
 from keyless.store.models import Vault
+from keyless.store.transaction import run_write
 from keyless.vault.crypto import VaultKeys
 from keyless.vault.domain import VaultDomain
 from keyless.vault.errors import VaultError
@@ -290,20 +291,25 @@ class VaultService:
             return kv_error(400, "BadParameter", "the request body must be a JSON object")
         base = self.domain.vault_url(vault.name)
         granted = {"grantedBy": decision.reason}
+
+        def transaction(session: Session) -> Any:
+            attached = session.get(Vault, vault.name)
+            if attached is None or attached.tenant_id != vault.tenant_id:
+                raise VaultError(
+                    404,
+                    "VaultNotFound",
+                    f"vault {vault.name} was deleted while this request ran; create it "
+                    "again with `keyless vault create` if it is still needed",
+                )
+            result = op.run(Context(session, attached, base, op, body, self.keys, claims))
+            if op.writes:
+                self._audit(claims, vault, op, "succeeded", trace_id, granted, session)
+            return result
+
         try:
-            with Session(self.authority.engine) as session, session.begin():
-                attached = session.get(Vault, vault.name)
-                if attached is None or attached.tenant_id != vault.tenant_id:
-                    raise VaultError(
-                        404,
-                        "VaultNotFound",
-                        f"vault {vault.name} was deleted while this request ran; create it "
-                        "again with `keyless vault create` if it is still needed",
-                    )
-                ctx = Context(session, attached, base, op, body, self.keys, claims)
-                result = op.run(ctx)
-                if op.writes:
-                    self._audit(claims, vault, op, "succeeded", trace_id, granted, session)
+            # Concurrent first writes of one secret: the losers run again and add a version
+            # to the winner's secret, as Key Vault does (keyless.store.transaction).
+            result = run_write(self.authority.engine, transaction)
         except VaultError as exc:
             self._audit(claims, vault, op, f"failed:{exc.inner or exc.code}", trace_id, {})
             return kv_error(exc.status, exc.code, exc.message, exc.inner)
