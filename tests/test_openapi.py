@@ -100,6 +100,11 @@ def test_schemathesis_finds_nothing_untrue(server: KeylessServer, tmp_path: Path
         "--no-shrink",
         "--workers",
         "1",
+        # Revoking the caller's own sessions ends the run's credential (issue 11's revocation
+        # reaches the management API at once), and every later case would only see 401s; the
+        # operation is covered by tests/test_revocation.py and test_developer_signin.py.
+        "--exclude-path-regex",
+        "/revokeSignInSessions$",
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=400, cwd=tmp_path, check=False
