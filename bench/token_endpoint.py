@@ -1,9 +1,10 @@
 """Benchmark of the token endpoint (issue #2): client-credentials tokens per second.
 
-    .venv/bin/python bench/token_endpoint.py [--workers 2] [--duration 10] [--warmup 2]
+    .venv/bin/python bench/token_endpoint.py [--workers N] [--duration 10] [--warmup 2]
                                              [--connections 1,16,64] [--output result.json]
 
-Starts its own Keyless server (`keyless init` + `keyless serve --workers W` in a fresh temporary
+Starts its own Keyless server (`keyless init` + `keyless serve`, with its default number of
+workers unless --workers is given, in a fresh temporary
 data directory, on a free loopback port), creates two service principals the way a user does
 (`keyless ad sp create-for-rbac --secret` and `--create-cert`), and drives the token endpoint
 with `wrk` over HTTPS keep-alive in two scenarios:
@@ -237,6 +238,15 @@ def crypto_baselines(seconds: float = 1.0, repeats: int = 3) -> dict[str, Any]:
 # The server
 
 
+def default_workers() -> int:
+    """What `keyless serve` runs without --workers: one worker per usable CPU (at most 64)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 64))
+
+
+def server_workers(workers: int | None) -> str | int:
+    return workers if workers else f"default ({default_workers()})"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -246,7 +256,7 @@ def free_port() -> int:
 @dataclass
 class Server:
     data_dir: Path
-    workers: int
+    workers: int | None  # None: no --workers, the server's default (one per usable CPU)
     experiment: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -304,8 +314,7 @@ class Server:
                     "serve",
                     "--port",
                     str(self.port),
-                    "--workers",
-                    str(self.workers),
+                    *(["--workers", str(self.workers)] if self.workers else []),
                     # No token gateway: not measured here, and its fixed default port may be
                     # taken by another Keyless on a shared machine.
                     "--gateway-port",
@@ -333,13 +342,18 @@ class Server:
         # With several workers the first answer comes from whichever is up first: wait until
         # the supervisor has all of its workers, then give them a moment to finish importing.
         deadline = time.monotonic() + START_TIMEOUT_S
-        while len(self.pids()) < self.workers + (1 if self.workers > 1 else 0):
+        while len(self.pids()) < self.worker_count + (1 if self.worker_count > 1 else 0):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        for _ in range(4 * self.workers):
+        for _ in range(4 * self.worker_count):
             httpx.get(f"{self.endpoint}/healthz", verify=context, timeout=10)
         time.sleep(1.0)
+
+    @property
+    def worker_count(self) -> int:
+        """The worker processes the server runs: --workers, or its default."""
+        return self.workers or default_workers()
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -395,7 +409,7 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    workers: int, keep: bool, experiment: list[str] | None = None
+    workers: int | None, keep: bool, experiment: list[str] | None = None
 ) -> Iterator[Server]:
     root = Path(tempfile.mkdtemp(prefix="keyless-bench-"))
     server = Server(root / "data", workers, experiment or [])
@@ -756,7 +770,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     baselines: dict[str, Any] = {"rs256_one_core": crypto}
     with running_server(args.workers, args.keep, args.experiment) as server:
-        log(f"server up on {server.endpoint} with {args.workers} worker(s)")
+        log(f"server up on {server.endpoint} with {server.worker_count} worker(s)")
         clients = create_clients(server)
         sanity_check(server, clients, args.scope)
         work = server.data_dir.parent / "load"
@@ -817,7 +831,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([".venv/bin/python", "bench/token_endpoint.py", *sys.argv[1:]]),
         "machine": machine,
         "server": {
-            "workers": args.workers,
+            "workers": server_workers(args.workers),
             "experiment": args.experiment or None,
             "store": "SQLite (WAL), default",
             "tls": "HTTPS, keep-alive; wrk with one TLS session per connection",
@@ -886,7 +900,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark the Keyless token endpoint with wrk (prints JSON on stdout)."
     )
-    p.add_argument("--workers", type=int, default=2, help="keyless serve --workers (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="keyless serve --workers (default: not given, the server's own default)",
+    )
     p.add_argument("--duration", type=float, default=10, help="seconds per timed run (10)")
     p.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each run (2)")
     p.add_argument(
@@ -950,7 +969,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for s in args.scenarios:
         if s not in ("client_secret", "certificate"):
             p.error(f"unknown scenario {s!r}")
-    if args.workers < 1 or not args.connections or min(args.connections) < 1:
+    too_few_workers = args.workers is not None and args.workers < 1
+    if too_few_workers or not args.connections or min(args.connections) < 1:
         p.error("--workers and every --connections value must be at least 1")
     if args.duration < 1:
         p.error("--duration must be at least 1 second")
