@@ -27,6 +27,7 @@ from keyless.resources import api as resources_api
 from keyless.resources import federation
 from keyless.server.arm import ArmApi
 from keyless.server.errors import ErrorBoundary
+from keyless.server.fastpath import TokenFastPath
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
 from keyless.store.engine import open_engine
@@ -96,12 +97,18 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
         *resources_api.build_routes(arm),
     ]
     document = openapi_document(all_routes)
+    token = next(r for r in all_routes if isinstance(r, Route) and r.name == "token")
     return Starlette(
         routes=all_routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},
-        # Requests for `{vault}.vault.{host}` go to the vault's data plane (issue #6).
-        middleware=[Middleware(ErrorBoundary), Middleware(VaultHosts, service=vaults)],
+        middleware=[
+            # The token endpoint, ahead of the router (fastpath.py), behind its own boundary.
+            Middleware(TokenFastPath, token_endpoint=token.app, vaults=vault_domain),
+            Middleware(ErrorBoundary),
+            # Requests for `{vault}.vault.{host}` go to the vault's data plane (issue #6).
+            Middleware(VaultHosts, service=vaults),
+        ],
     )
 
 
