@@ -39,7 +39,7 @@ from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
 from keyless.server import loop
-from keyless.server.app import authority_from_env, create_app
+from keyless.server.app import authority_from_env, create_app, freeze_startup_heap
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
@@ -229,6 +229,7 @@ async def _serve_single(
     login = await serve_login_socket(authority, paths.login_socket)
     try:
         config = uvicorn.Config(create_app(authority), **settings)
+        freeze_startup_heap()
         await _Server(config, paths).serve(sockets=[sock])
     finally:
         login.close()

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from keyless.store.audit import AUDIT_COLUMNS, AuditRecord
 from keyless.store.models import AuditEvent, Base, UsedAssertion
 from keyless.store.prepared import PreparedInsert
+from keyless.store.write_turn import WriteTurn
 
 # How long a request waits for its commit before giving up with an error (the store is gone).
 COMMIT_TIMEOUT_S = 30.0
@@ -64,6 +65,7 @@ class GrantLog:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._turn = WriteTurn(engine)
         self._insert_jti = _insert_ignoring_duplicates(engine)
         # The writer's one statement per batch: on the driver's cursor, it costs a third of
         # SQLAlchemy's executemany for the few rows a batch usually has.
@@ -158,7 +160,7 @@ class GrantLog:
                     _settle(entry, exc)
 
     def _commit(self, batch: Sequence[_Entry]) -> None:
-        with self._engine.begin() as connection:
+        with self._turn.held(), self._engine.begin() as connection:
             claimed = self._claim(connection, batch)
             records = [entry.audit for entry, ok in zip(batch, claimed, strict=True) if ok]
             if records:
