@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,63 @@ def test_workers_option_overrides_the_default(tmp_path: Path) -> None:
         server.start()
         time.sleep(1)
         assert _workers(server, 0) == 0
+        _issues_token(server)
+    finally:
+        server.stop()
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """Inodes of the sockets listening on this TCP port (/proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(fields[9])
+    return found
+
+
+def _worker_pids(server: KeylessServer) -> list[int]:
+    assert server.process is not None
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+            session = int(stat[stat.rfind(")") + 2 :].split()[3])
+            if session == server.process.pid and b"spawn_main" in cmdline:
+                pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _wait_for(condition: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs for 2 workers")
+def test_each_worker_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """One shared socket let whichever worker woke first accept every connection waiting;
+    with a socket per worker (SO_REUSEPORT) the kernel spreads them. A worker that dies takes
+    its socket with it, even the last one started (whose socket the supervisor handed over),
+    and its replacement listens on a new one."""
+    server = KeylessServer(tmp_path / "data", workers=2)
+    try:
+        server.start()
+        _wait_for(lambda: len(_worker_pids(server)) == 2)
+        _wait_for(lambda: len(_listening_sockets(server.port)) == 2)
+        before = _listening_sockets(server.port)
+        last = _worker_pids(server)[-1]
+        os.kill(last, signal.SIGKILL)
+        _wait_for(lambda: last not in _worker_pids(server) and len(_worker_pids(server)) == 2)
+        _wait_for(lambda: len(_listening_sockets(server.port)) == 2)
+        after = _listening_sockets(server.port)
+        assert len(before & after) == 1  # the survivor's socket stays, the dead one's is gone
         _issues_token(server)
     finally:
         server.stop()

@@ -40,6 +40,7 @@ from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
 from keyless.server import loop
 from keyless.server.app import authority_from_env, create_app, freeze_startup_heap
+from keyless.server.workers import OwnSocketWorkers, reuse_port_socket
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
@@ -268,7 +269,7 @@ def _serve_workers(
     if failure:
         raise failure[0]
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "keyless.server.app:create_app_from_env",
             factory=True,
             host=host,
@@ -276,5 +277,6 @@ def _serve_workers(
             workers=workers,
             **settings,
         )
+        OwnSocketWorkers(config, lambda: reuse_port_socket(host, port)).run()
     finally:
         loop.call_soon_threadsafe(loop.stop)
