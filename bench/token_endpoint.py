@@ -1,9 +1,10 @@
 """Benchmark of the token endpoint (issue #2): client-credentials tokens per second.
 
-    .venv/bin/python bench/token_endpoint.py [--workers 2] [--duration 10] [--warmup 2]
+    .venv/bin/python bench/token_endpoint.py [--workers N] [--duration 10] [--warmup 2]
                                              [--connections 1,16,64] [--output result.json]
 
-Starts its own Keyless server (`keyless init` + `keyless serve --workers W` in a fresh temporary
+Starts its own Keyless server (`keyless init` + `keyless serve`, with its default number of
+workers unless --workers is given, in a fresh temporary
 data directory, on a free loopback port), creates two service principals the way a user does
 (`keyless ad sp create-for-rbac --secret` and `--create-cert`), and drives the token endpoint
 with `wrk` over HTTPS keep-alive in two scenarios:
@@ -533,7 +534,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark the Keyless token endpoint with wrk (prints JSON on stdout)."
     )
-    p.add_argument("--workers", type=int, default=2, help="keyless serve --workers (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="keyless serve --workers (default: not given, the server's own default)",
+    )
     p.add_argument("--duration", type=float, default=10, help="seconds per timed run (10)")
     p.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each run (2)")
     p.add_argument(
@@ -597,7 +603,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for s in args.scenarios:
         if s not in ("client_secret", "certificate"):
             p.error(f"unknown scenario {s!r}")
-    if args.workers < 1 or not args.connections or min(args.connections) < 1:
+    too_few_workers = args.workers is not None and args.workers < 1
+    if too_few_workers or not args.connections or min(args.connections) < 1:
         p.error("--workers and every --connections value must be at least 1")
     if args.duration < 1:
         p.error("--duration must be at least 1 second")

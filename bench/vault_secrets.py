@@ -1,11 +1,12 @@
 """Benchmark of vault secret reads (issue #6): `GET /secrets/{name}` per second, with RBAC on.
 
-    .venv/bin/python bench/vault_secrets.py [--workers 2] [--duration 10] [--warmup 2]
+    .venv/bin/python bench/vault_secrets.py [--workers N] [--duration 10] [--warmup 2]
                                             [--connections 1,16,64] [--wait-idle 60]
                                             [--retries 2] [--output result.json]
     .venv/bin/python bench/vault_secrets.py --cpu-only [--duration 5] [--repeats 3]
 
-Starts its own Keyless server (`keyless init` + `keyless serve --workers W` in a fresh temporary
+Starts its own Keyless server (`keyless init` + `keyless serve`, its default workers unless
+--workers is given, in a fresh temporary
 data directory, on a free loopback port) and builds what a user builds with the CLI: a resource
 group, a vault, one secret (`keyless vault secret set`), and a service principal
 (`keyless ad sp create-for-rbac --secret`) holding `Vault Secrets User` on the vault. The
@@ -429,7 +430,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark Keyless vault secret reads with wrk (prints JSON on stdout)."
     )
-    p.add_argument("--workers", type=int, default=2, help="keyless serve --workers (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="keyless serve --workers (default: not given, the server's own default)",
+    )
     p.add_argument("--duration", type=float, default=10, help="seconds per timed run (10)")
     p.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each run (2)")
     p.add_argument(
@@ -469,7 +475,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="if wrk is missing, run `apt-get install -y wrk` (needs root)",
     )
     args = p.parse_args(argv)
-    if args.workers < 1 or not args.connections or min(args.connections) < 1:
+    too_few_workers = args.workers is not None and args.workers < 1
+    if too_few_workers or not args.connections or min(args.connections) < 1:
         p.error("--workers and every --connections value must be at least 1")
     if args.duration < 1 or args.repeats < 1:
         p.error("--duration and --repeats must be at least 1")

@@ -60,7 +60,7 @@ class KeylessServer:
         self,
         data_dir: Path,
         store_url: str | None = None,
-        workers: int = 1,
+        workers: int | None = 1,  # None: no --workers, the server's default
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -138,8 +138,7 @@ class KeylessServer:
                 "serve",
                 "--port",
                 str(self.port),
-                "--workers",
-                str(self.workers),
+                *(["--workers", str(self.workers)] if self.workers is not None else []),
                 *self.extra_args,
             ],
             env=self.env(),

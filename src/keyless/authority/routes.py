@@ -14,6 +14,7 @@ from keyless.authority import errors
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.errors import OAuthError, invalid_request
+from keyless.authority.issuing import BatchIssuer
 from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
 from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
 from keyless.authority.token_endpoint import TokenEndpoint, parse_basic_auth
@@ -92,6 +93,8 @@ approve a code that someone else sent you.</p></body></html>
 
 def build_routes(authority: Authority) -> list[Route]:
     endpoint = TokenEndpoint(authority)
+    # The embedded SQLite store is a local file: its batches run on the event loop itself.
+    on_loop = authority.engine.dialect.name == "sqlite"
     developer = DeveloperSignIn(authority)
 
     async def openid_configuration(request: Request) -> Response:
@@ -190,7 +193,12 @@ def build_routes(authority: Authority) -> list[Route]:
         Route("/{tenant}/discovery/v2.0/keys", jwks),
         # Clients authenticate in the body; that is the token endpoint's whole job.
         # A plain ASGI endpoint: the route every client calls, kept light (token_route.py).
-        Route("/{tenant}/oauth2/v2.0/token", TokenRoute(endpoint), methods=["POST"], name="token"),
+        Route(
+            "/{tenant}/oauth2/v2.0/token",
+            TokenRoute(endpoint, BatchIssuer(endpoint, authority.grant_log, on_loop)),
+            methods=["POST"],
+            name="token",
+        ),
         # Developer sign-in: public clients, as RFC 8628 and RFC 7009 define them.
         Route("/{tenant}/oauth2/v2.0/devicecode", device_authorization, methods=["POST"]),
         Route("/{tenant}/oauth2/v2.0/revoke", revoke, methods=["POST"]),

@@ -31,6 +31,7 @@ from keyless.authority.errors import OAuthError, invalid_client, invalid_request
 from keyless.authority.sessions import USER_GRANTS, DeveloperSignIn
 from keyless.authority.tokens import IssuedToken, Principal, mint
 from keyless.store import audit
+from keyless.store.grant_log import RecordSink
 
 _MAX_FIELD = 16 * 1024
 
@@ -198,7 +199,8 @@ class PendingGrant:
     committed: Future[bool]
     response: dict[str, object] | None = None  # None when refused
     error: OAuthError | None = None
-    on_replay: Callable[[], OAuthError] | None = None
+    # Records the refusal of a replayed assertion (in the given sink) and returns it.
+    on_replay: Callable[[RecordSink | None], OAuthError] | None = None
 
 
 def _already_committed() -> Future[bool]:
@@ -212,11 +214,24 @@ class TokenEndpoint:
         self._authority = authority
         self._users = DeveloperSignIn(authority)
 
-    def decide(self, request: TokenRequest, may_fetch: bool = True) -> PendingGrant:
+    def snapshot(self) -> Snapshot:
+        """The directory as the store has it now (one indexed read when nothing moved)."""
+        return self._authority.cache.current()
+
+    def decide(
+        self,
+        request: TokenRequest,
+        may_fetch: bool = True,
+        snapshot: Snapshot | None = None,
+        records: RecordSink | None = None,
+    ) -> PendingGrant:
         """Everything but waiting for the store: authenticate, mint, and queue the records.
 
         With `may_fetch` false it never waits on the network: a federated assertion whose
-        issuer's keys are not cached raises FetchNeeded before anything is recorded."""
+        issuer's keys are not cached raises FetchNeeded before anything is recorded.
+        `snapshot`: the directory as read after this request arrived (by default, read now);
+        `records`: where its records go (by default, the grant log's writer)."""
+        sink = records or self._authority.grant_log
         now = time.time()
         client_id = "unknown"
         audience = ""
@@ -227,7 +242,7 @@ class TokenEndpoint:
             except OAuthError as exc:
                 return PendingGrant(_already_committed(), error=exc)
         try:
-            snapshot = self._authority.cache.current()
+            snapshot = snapshot or self._authority.cache.current()
             tenant = snapshot.tenants.get(request.tenant_id)
             if tenant is None:
                 raise invalid_request(
@@ -257,17 +272,22 @@ class TokenEndpoint:
                 raise application_disabled(client_id)
             issued = self._mint(snapshot, tenant, authenticated, resource, now)
         except OAuthError as exc:
-            committed = self._audit(request, client_id, grant, audience, exc.error, now, exc.code)
+            committed = self._audit(
+                request, client_id, grant, audience, exc.error, now, exc.code, sink
+            )
             return PendingGrant(committed, error=exc)
-        return self._record_grant(request, authenticated, issued, audience, now)
+        return self._record_grant(request, authenticated, issued, audience, now, sink)
 
     @staticmethod
-    def conclude(pending: PendingGrant, committed: bool) -> dict[str, object]:
-        """The response once the records are committed; raises the refusal's OAuthError."""
+    def conclude(
+        pending: PendingGrant, committed: bool, records: RecordSink | None = None
+    ) -> dict[str, object]:
+        """The response once the records are committed; raises the refusal's OAuthError.
+        A replay's refusal record goes to `records` (by default, the grant log's writer)."""
         if pending.error is not None:
             raise pending.error
         if not committed and pending.on_replay is not None:
-            raise pending.on_replay()
+            raise pending.on_replay(records)
         assert pending.response is not None
         return pending.response
 
@@ -302,6 +322,7 @@ class TokenEndpoint:
         issued: IssuedToken,
         audience: str,
         now: float,
+        sink: RecordSink,
     ) -> PendingGrant:
         record = audit.AuditRecord(
             actor=authenticated.client.app_id,
@@ -330,7 +351,7 @@ class TokenEndpoint:
                 "expires_at": keep_until,
             }
 
-        def replayed() -> OAuthError:
+        def replayed(records: RecordSink | None) -> OAuthError:
             # Nothing was recorded for the grant (its jti was taken): record the refusal.
             exc = invalid_client(
                 "this client_assertion was already used (its jti was seen before); create a "
@@ -338,10 +359,12 @@ class TokenEndpoint:
                 errors.ASSERTION_REPLAYED,
             )
             app_id = authenticated.client.app_id
-            self._audit(request, app_id, "client_credentials", audience, exc.error, now, exc.code)
+            self._audit(
+                request, app_id, "client_credentials", audience, exc.error, now, exc.code, records
+            )
             return exc
 
-        committed = self._authority.grant_log.submit(record, jti_row)
+        committed = sink.submit(record, jti_row)
         return PendingGrant(committed, issued.oauth_response(), on_replay=replayed)
 
     def record_refusal(
@@ -369,6 +392,7 @@ class TokenEndpoint:
         error: str,
         now: float,
         reason: int,
+        sink: RecordSink | None = None,
     ) -> Future[bool]:
         record = audit.AuditRecord(
             actor=client_id[:128],
@@ -380,4 +404,4 @@ class TokenEndpoint:
             details={"grant": grant[:64], "errorCode": reason, "clientIp": request.client_ip},
             at=now,
         )
-        return self._authority.grant_log.submit(record)
+        return (sink or self._authority.grant_log).submit(record)

@@ -1,16 +1,14 @@
 """`POST /{tenant}/oauth2/v2.0/token` as a plain ASGI endpoint.
 
 The token endpoint is the one route every client calls all the time, so it skips Starlette's
-request and response objects (the route still sits in the router, behind the same middleware).
-It reads the few headers it needs from the scope and answers with prebuilt headers.
+request and response objects and its router (`keyless.server.fastpath` dispatches to it). It
+reads the few headers it needs from the scope and answers with prebuilt headers.
 
-Deciding a request is store reads and an RSA signature (which releases the GIL), so it runs
-off the event loop. A client credentials grant runs on one issuing thread per process: under
-load that thread is always busy and takes the next request without being woken, where with
-several threads nearly every request paid a thread wake-up (a futex and, on a VM, an
-inter-processor interrupt) and the threads fought over the GIL. What may wait (a federated
-issuer's keys fetched over HTTPS, the developer sign-in grants that write in their own
-transactions) runs on a few other threads, so it never holds up the issuing thread.
+A client credentials grant goes to `keyless.authority.issuing`, which decides, records and
+answers requests in batches, with no thread hand-off per token (on the event loop itself when
+the store is the embedded SQLite). What may wait (a federated issuer's keys fetched over HTTPS,
+the developer sign-in grants that write in their own transactions) runs on a few other threads,
+so it never holds up the batches.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from keyless.authority import errors
 from keyless.authority.credential_headers import RepeatedCredentialHeader
 from keyless.authority.errors import OAuthError, invalid_request
 from keyless.authority.federation import FetchNeeded
+from keyless.authority.issuing import BatchIssuer
 from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
 from keyless.authority.sessions import USER_GRANTS
 from keyless.authority.token_endpoint import (
@@ -69,30 +68,33 @@ class TokenRoute:
     # are serialised by IssuerKeys, so a few threads let other issuers' requests through.
     WAITING_THREADS = 4
 
-    def __init__(self, endpoint: TokenEndpoint) -> None:
+    def __init__(self, endpoint: TokenEndpoint, issuing: BatchIssuer) -> None:
         self._endpoint = endpoint
-        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._issuing = issuing
+        self._threads: ThreadPoolExecutor | None = None
 
-    def _executors(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
-        """(the issuing thread, the threads that may wait), made in the worker process that
-        serves (uvicorn's workers are spawned)."""
+    def _waiting(self) -> ThreadPoolExecutor:
+        """The threads that may wait, made in the worker process that serves (uvicorn's
+        workers are spawned)."""
         if self._threads is None:
-            self._threads = (
-                ThreadPoolExecutor(1, thread_name_prefix="keyless-issue"),
-                ThreadPoolExecutor(self.WAITING_THREADS, thread_name_prefix="keyless-issue-wait"),
+            self._threads = ThreadPoolExecutor(
+                self.WAITING_THREADS, thread_name_prefix="keyless-issue-wait"
             )
         return self._threads
 
-    async def _decide(self, request: TokenRequest) -> PendingGrant:
-        loop = asyncio.get_running_loop()
-        issuing, waiting = self._executors()
-        decide = self._endpoint.decide
+    async def _issue(self, request: TokenRequest) -> dict[str, object]:
+        """The token response once its records are committed; raises the refusal."""
         if request.form.get("grant_type") not in USER_GRANTS:
             try:
-                return await loop.run_in_executor(issuing, decide, request, False)
+                return await self._issuing.issue(request)
             except FetchNeeded:
                 pass  # nothing was decided or recorded: decide again where it may wait
-        return await loop.run_in_executor(waiting, decide, request, True)
+        loop = asyncio.get_running_loop()
+        pending: PendingGrant = await loop.run_in_executor(
+            self._waiting(), self._endpoint.decide, request, True
+        )
+        # The commit is awaited here, not on the thread, which is free meanwhile.
+        return self._endpoint.conclude(pending, await wait_for_commit_async(pending.committed))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = str(uuid.uuid4())
@@ -134,12 +136,7 @@ class TokenRoute:
             await self._refuse(send, tenant_id, trace_id, client_ip, exc)
             return
         try:
-            pending = await self._decide(request)
-            # The commit is awaited here, not on the issuing thread, which is free for the
-            # next request meanwhile; that is what lets the writer batch many commits.
-            result = self._endpoint.conclude(
-                pending, await wait_for_commit_async(pending.committed)
-            )
+            result = await self._issue(request)
         except OAuthError as exc:
             # RFC 6749 5.2: answer a failed Basic authentication in its own scheme.
             challenge = exc.status == 401 and request.basic_auth is not None
@@ -160,6 +157,6 @@ class TokenRoute:
     ) -> None:
         """Every token request is audited, even one too malformed to say who sent it."""
         await asyncio.get_running_loop().run_in_executor(
-            self._executors()[1], self._endpoint.record_refusal, tenant_id, trace_id, client_ip, exc
+            self._waiting(), self._endpoint.record_refusal, tenant_id, trace_id, client_ip, exc
         )
         await send_json(send, status or exc.status, exc.body(trace_id))

@@ -138,7 +138,12 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="HTTPS port.")] = None,
     store_url: Annotated[str | None, typer.Option(envvar="KEYLESS_STORE_URL")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Server processes (default: one per CPU this process may use)."
+        ),
+    ] = None,
     federation_ca: Annotated[
         list[Path] | None,
         typer.Option(help="Extra CA file to trust when fetching federated issuers' keys."),

@@ -2,8 +2,9 @@
 gateway (plain LDAP on loopback, for PostgreSQL's `ldap` authentication).
 
 The store is migrated and checked before the port opens, so a misconfigured server fails at
-start with a message, not at the first request. With `--workers N` the TCP socket is shared by
-N processes; the sign-in socket stays in the supervising process.
+start with a message, not at the first request. The TCP socket is shared by one worker process
+per usable CPU unless `--workers N` says otherwise (`default_workers`); the sign-in socket stays
+in the supervising process.
 """
 
 from __future__ import annotations
@@ -38,14 +39,34 @@ from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
 from keyless.server import loop
-from keyless.server.app import authority_from_env, create_app, with_request_log
+from keyless.server.app import (
+    authority_from_env,
+    create_app,
+    freeze_startup_heap,
+    with_request_log,
+)
 from keyless.server.requestlog import LEVELS, banner, logs_requests
+from keyless.server.workers import OwnSocketWorkers, reuse_port_socket
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
 from keyless.vault.domain import tls_names_for
 
 GATEWAY_HOST = "127.0.0.1"
+# The CLI's bound on --workers; the default never goes past it either.
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on: a token costs CPU (an RSA signature and the
+    HTTP/TLS stack), and one Python process uses one core at most, so fewer workers than
+    CPUs leaves the machine idle under load. The affinity mask, not the machine's core count,
+    is what a container or `taskset` allows."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform (macOS)
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_WORKERS))
 
 
 class ServeError(RuntimeError):
@@ -58,7 +79,7 @@ class ServeOptions:
     host: str | None = None
     port: int | None = None
     store_url: str | None = None
-    workers: int = 1
+    workers: int | None = None  # None: default_workers()
     federation_ca: list[Path] | None = None
     log_level: str = "info"  # info logs every request (keyless.server.requestlog)
     gateway_port: int | None = None  # None: the data directory's (8389 unless init said); 0: off
@@ -168,10 +189,11 @@ def serve(options: ServeOptions) -> None:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         gateway = f"{GATEWAY_HOST}:{gateway_port}" if gateway_port else None
         banner(endpoint, listen, tenant, gateway, str(paths.login_socket))
+    workers = options.workers or default_workers()
     try:
-        if options.workers > 1:
+        if workers > 1:
             sock.close()  # uvicorn binds it again for its workers; we only checked it is free
-            _serve_workers(settings, host, port, options.workers, paths, gateway_port)
+            _serve_workers(settings, host, port, workers, paths, gateway_port)
         else:
             loop.run(_serve_single(settings, sock, paths, gateway_port))
     finally:
@@ -226,6 +248,7 @@ async def _serve_single(
     login = await serve_login_socket(authority, paths.login_socket)
     try:
         config = uvicorn.Config(with_request_log(create_app(authority)), **settings)
+        freeze_startup_heap()
         await _Server(config, paths).serve(sockets=[sock])
     finally:
         login.close()
@@ -264,7 +287,7 @@ def _serve_workers(
     if failure:
         raise failure[0]
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "keyless.server.app:create_app_from_env",
             factory=True,
             host=host,
@@ -272,5 +295,6 @@ def _serve_workers(
             workers=workers,
             **settings,
         )
+        OwnSocketWorkers(config, lambda: reuse_port_socket(host, port)).run()
     finally:
         loop.call_soon_threadsafe(loop.stop)

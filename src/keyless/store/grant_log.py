@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from keyless.store.audit import AUDIT_COLUMNS, AuditRecord
 from keyless.store.models import AuditEvent, Base, UsedAssertion
 from keyless.store.prepared import PreparedInsert
+from keyless.store.write_turn import WriteTurn
 
 # How long a request waits for its commit before giving up with an error (the store is gone).
 COMMIT_TIMEOUT_S = 30.0
@@ -64,6 +65,7 @@ class GrantLog:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._turn = WriteTurn(engine)
         self._insert_jti = _insert_ignoring_duplicates(engine)
         # The writer's one statement per batch: on the driver's cursor, it costs a third of
         # SQLAlchemy's executemany for the few rows a batch usually has.
@@ -132,28 +134,33 @@ class GrantLog:
                     _add(batch, self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for entry in batch:
-                # From here a waiter that goes away (a client that hung up) can no longer
-                # cancel its entry: the token was minted, so its record is written regardless.
-                entry.committed.set_running_or_notify_cancel()
-            try:
-                self._commit(batch)
-            except Exception:
-                # One entry must not fail the others: commit each on its own, so only the
-                # entries the store truly refuses report failure.
-                for entry in batch:
-                    try:
-                        self._commit([entry])
-                    except Exception as exc:
-                        # The record itself is not logged: it names clients and addresses.
-                        logger.exception(
-                            "the store refused an audit record (%s)", entry.audit.action
-                        )
-                        _settle(entry, exc)
+            self.commit(batch)
             _wake_loops(batch)
 
+    def commit(self, batch: Sequence[_Entry]) -> None:
+        """Commit these records now, on the calling thread, in one transaction, and settle each
+        entry's `committed` future. The writer thread does this for what is queued; a thread
+        that made a batch of records itself (`RecordBatch`, the token issuing thread) calls it
+        directly, saving the hand-over to the writer and back."""
+        for entry in batch:
+            # From here a waiter that goes away (a client that hung up) can no longer
+            # cancel its entry: the token was minted, so its record is written regardless.
+            entry.committed.set_running_or_notify_cancel()
+        try:
+            self._commit(batch)
+        except Exception:
+            # One entry must not fail the others: commit each on its own, so only the
+            # entries the store truly refuses report failure.
+            for entry in batch:
+                try:
+                    self._commit([entry])
+                except Exception as exc:
+                    # The record itself is not logged: it names clients and addresses.
+                    logger.exception("the store refused an audit record (%s)", entry.audit.action)
+                    _settle(entry, exc)
+
     def _commit(self, batch: Sequence[_Entry]) -> None:
-        with self._engine.begin() as connection:
+        with self._turn.held(), self._engine.begin() as connection:
             claimed = self._claim(connection, batch)
             records = [entry.audit for entry, ok in zip(batch, claimed, strict=True) if ok]
             if records:
@@ -178,6 +185,25 @@ class GrantLog:
             claimed.append(key in inserted)
             inserted.discard(key)  # a second entry with that jti was refused
         return claimed
+
+
+class RecordSink(Protocol):
+    """Where a decision's records go: the GrantLog's writer, or a `RecordBatch`."""
+
+    def submit(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> Future[bool]: ...
+
+
+class RecordBatch:
+    """Records collected for one `GrantLog.commit` by the thread that makes them: `submit`
+    has `GrantLog.submit`'s contract, but nothing is queued until that thread commits."""
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+
+    def submit(self, audit: AuditRecord, jti: dict[str, Any] | None = None) -> Future[bool]:
+        entry = _Entry(audit, jti)
+        self.entries.append(entry)
+        return entry.committed
 
 
 def _insert_ignoring_duplicates(engine: Engine) -> Insert:
