@@ -12,6 +12,7 @@ from keyless.cli.output import emit, fail
 from keyless.cli.resources import (
     APP_TYPE,
     IDENTITY_TYPE,
+    AzCommand,
     GroupOption,
     NameOption,
     SubscriptionOption,
@@ -57,11 +58,14 @@ def settings_list(
     emit(_as_list(_settings(data_dir, path)), output, ["name", "value"])
 
 
-@settings_app.command("set")
+@settings_app.command("set", cls=AzCommand)
 def settings_set(
     group: GroupOption,
     name: NameOption,
-    settings: Annotated[list[str], typer.Option("--settings", help="NAME=VALUE, repeatable.")],
+    settings: Annotated[
+        list[str],
+        typer.Option("--settings", help="Space-separated NAME=VALUE pairs (repeatable too)."),
+    ],
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -77,11 +81,13 @@ def settings_set(
     emit(_as_list(app["properties"]["appSettings"]))
 
 
-@settings_app.command("delete")
+@settings_app.command("delete", cls=AzCommand)
 def settings_delete(
     group: GroupOption,
     name: NameOption,
-    setting_names: Annotated[list[str], typer.Option("--setting-names", help="Repeatable.")],
+    setting_names: Annotated[
+        list[str], typer.Option("--setting-names", help="Space-separated names (repeatable too).")
+    ],
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:

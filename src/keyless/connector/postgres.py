@@ -20,8 +20,8 @@ from keyless.connector.target import (
     ProvisionContext,
     ValidationContext,
     configuration_check,
+    find_target,
     register,
-    sibling_path,
     skipped,
 )
 from keyless.gateway.pgadmin import (
@@ -69,10 +69,12 @@ class PostgresTarget:
     def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
         database = str(ctx.options["database"])
         role = str(ctx.options.get("role") or default_role(ctx.connection))
-        path = sibling_path(str(ctx.app["id"]), SERVER_TYPE, str(ctx.options["server"]))
+        given = str(ctx.options["server"])
         server = plan.step(
-            f"find PostgreSQL server {ctx.options['server']!r}",
-            lambda: ctx.api.call("GET", path),
+            f"find PostgreSQL server {given!r}",
+            lambda: find_target(
+                ctx, SERVER_TYPE, given, "PostgreSQL server", "keyless postgres server list"
+            ),
         )
         mapping_path = f"{server['id']}/roleMappings/{role}"
         admin = plan.step(

@@ -14,7 +14,13 @@ from typing import Any
 
 from keyless.connector import clientsecret
 from keyless.connector.clientsecret import ClientSecret
-from keyless.connector.keys import apply_customized, prefixed
+from keyless.connector.keys import (
+    apply_customized,
+    identity_values,
+    is_property,
+    prefixed,
+    secret_key,
+)
 from keyless.connector.plan import Plan, StepFailed
 from keyless.connector.records import check_connection_name
 from keyless.connector.target import Identity, Management, ProvisionContext, VaultData, lookup
@@ -217,13 +223,7 @@ def create(
             )
         target_block = target.provision(ctx, plan)
         prefix = prefixed(target.key_target, connection if second else None)
-        keys = {prefix + k: v for k, v in target.configuration(ctx, target_block).items()}
-        if identity.auth_type != "systemAssignedIdentity":
-            keys[prefix + "CLIENTID"] = identity.client_id
-        if identity.auth_type == "servicePrincipal":
-            keys[prefix + "TENANTID"] = identity.tenant_id
-        if secret_block is not None:
-            keys[prefix + clientsecret.KEY] = clientsecret.reference(secret_block)
+        keys = write_keys(ctx, target, target_block, prefix, secret_block)
         if customized:
             keys = plan.step(
                 "rename keys (--customized-keys)", lambda: apply_customized(keys, customized)
@@ -261,6 +261,32 @@ def create(
     finally:
         for close in ctx.cleanup:
             close()
+
+
+def write_keys(
+    ctx: ProvisionContext,
+    target: Any,
+    target_block: dict[str, Any],
+    prefix: str,
+    secret_block: dict[str, Any] | None,
+) -> dict[str, str]:
+    """Every key the connection writes, before --customized-keys: the target's, then the
+    identity's, then the secret's reference."""
+    identity = ctx.identity
+    keys = {
+        (k if is_property(k) else prefix + k): v
+        for k, v in target.configuration(ctx, target_block).items()
+    }
+    keys.update(
+        identity_values(
+            ctx.client_type, prefix, identity.auth_type, identity.client_id, identity.tenant_id
+        )
+    )
+    if secret_block is not None:
+        keys[secret_key(ctx.client_type, prefix, clientsecret.KEY)] = clientsecret.reference(
+            secret_block
+        )
+    return keys
 
 
 def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: Plan) -> None:
