@@ -417,9 +417,7 @@ def assignment_list(
     if role is not None:
         found = find_definition(definitions(data_dir, where), role)
         if found is None:
-            fail(
-                f"no role named or with ID {role[:100]!r}; `keyless role definition list` lists them"
-            )
+            fail(f"no role {role[:100]!r}; `keyless role definition list` shows them")
         role_id = found["name"].lower()
     rows = []
     for a in _assignments_at(data_dir, where, principal):
