@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from keyless.cli import cleanup
 from keyless.cli.admin import call
+from keyless.cli.cleanup import Cleanup
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import emit, fail, note
 from keyless.cli.postgres import OwnedObjectsOption, admin_token, owned_choice
@@ -497,3 +499,55 @@ def connection_delete(
     except (PgAdminError, CliError, ValueError) as exc:
         fail(f"{exc}; the connection is kept so you can run delete again")
     emit({"deleted": connection, "reverted": done})
+
+
+# ------------------------------------------------------------ deleting an app or a group
+
+
+def _connections_under(data_dir: Any, path: str) -> list[tuple[str, str]]:
+    """(app path, connection name) of every connection of the app at `path`, or of every app
+    in the group at `path`."""
+    if "/providers/" in path:
+        apps = [path]
+    else:
+        found = call(data_dir, "GET", f"{path}/providers/{APP_TYPE}")["value"]
+        apps = [str(app["id"]) for app in found]
+    return [
+        (app, str(row["name"]))
+        for app in apps
+        for row in call(data_dir, "GET", f"{app}/connections")["value"]
+    ]
+
+
+def _preview_connections(data_dir: Any, path: str) -> list[str]:
+    return [
+        f"connection {app.rsplit('/', 1)[-1]}/{name}: reverted first, as `keyless app "
+        "connection delete` does (its database role, grants and mapping, and what it stored)"
+        for app, name in _connections_under(data_dir, path)
+    ]
+
+
+def _revert_connections(data_dir: Any, path: str, say: Any) -> list[str]:
+    from keyless.connector.service import delete
+    from keyless.gateway.pgadmin import PgAdminError
+
+    done: list[str] = []
+    for app, name in _connections_under(data_dir, path):
+        try:
+            done += delete(
+                ApiClient(paths_for(data_dir)),
+                app,
+                name,
+                {"owned_objects": "reassign"},
+                admin_token(data_dir),
+                say=say,
+                vault_data=VaultData(data_dir),
+            )
+        except (PgAdminError, CliError, ValueError) as exc:
+            raise ValueError(
+                f"reverting connection {name!r} of app {app.rsplit('/', 1)[-1]} failed: {exc}"
+            ) from None
+    return done
+
+
+cleanup.register(Cleanup(_preview_connections, _revert_connections))

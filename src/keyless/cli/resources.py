@@ -18,6 +18,7 @@ from urllib.parse import quote
 import typer
 from typer.core import TyperCommand
 
+from keyless.cli import cleanup
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import emit, fail, note
@@ -301,6 +302,7 @@ def group_delete(
             f"  {len(assignments)} role assignment(s) at or below it, and every role assignment "
             "held by the identities of these resources"
         )
+        lines += [f"  {line}" for line in cleanup.preview(data_dir, path)]
         note("\n".join(lines))
         if not sys.stdin.isatty():
             fail(
@@ -309,7 +311,18 @@ def group_delete(
             )
         if not typer.confirm("Are you sure you want to perform this operation?", err=True):
             fail("not confirmed; nothing was deleted")
-    emit(call(data_dir, "DELETE", path), output)
+    _delete_with_cleanup(data_dir, path, output)
+
+
+def _delete_with_cleanup(data_dir: Any, path: str, output: str) -> None:
+    """Undo what lives outside the store (a connection's database role...), then delete; the
+    answer says both. A failed cleanup deletes nothing more."""
+    try:
+        undone = cleanup.run(data_dir, path, note)
+    except ValueError as exc:
+        fail(f"{exc}; nothing else was deleted: fix it and run the delete again")
+    result = call(data_dir, "DELETE", path)
+    emit({**result, "reverted": undone}, output)
 
 
 # -------------------------------------------------------------------------------- identities
@@ -571,7 +584,7 @@ def app_delete(
     """Delete an app: its system-assigned identity and that identity's role assignments go with
     it; user-assigned identities stay, detached from it."""
     sub = subscription_of(data_dir, subscription)
-    emit(call(data_dir, "DELETE", resource_path(sub, group, APP_TYPE, name)), output)
+    _delete_with_cleanup(data_dir, resource_path(sub, group, APP_TYPE, name), output)
 
 
 IdentitiesOption = Annotated[
