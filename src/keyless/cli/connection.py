@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -458,8 +459,13 @@ def connection_validate(
     output: OutputOption = "table",
 ) -> None:
     """Check the connection end to end; each check passes or says what to fix."""
+    from keyless.cli.connection_change import explain_failed_login
+
     path = _app_path(data_dir, subscription, group, name)
     result = call(data_dir, "POST", f"{path}/connections/{connection}/validate", {})
+    if not result["valid"]:
+        app_args = f"-g {shlex.quote(group)} -n {shlex.quote(name)}"
+        explain_failed_login(data_dir, path, connection, result, app_args)
     if output == "json":
         emit(result)
     else:

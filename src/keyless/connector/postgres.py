@@ -34,6 +34,7 @@ from keyless.gateway.pgadmin import (
     drop_role,
     first_line,
     grant_database,
+    is_keyless_role,
     release_database,
     role_exists,
 )
@@ -180,6 +181,23 @@ class PostgresTarget:
 
     def validate(self, ctx: ValidationContext) -> list[Check]:
         return _validate(ctx)
+
+
+def diagnose(ctx: ProvisionContext, target: dict[str, Any]) -> str | None:
+    """Why the connection's role cannot log in, as the server's Keyless administrator sees
+    it (what `validate`, which runs without the administrator's rights, cannot see), or None
+    if the role, its group and its database are in place."""
+    role, database = str(target["role"]), str(target["database"])
+    server = ctx.api.call("GET", str(target["id"]))
+    admin = admin_session(ctx, server)
+    where = f"on server {server['name']}"
+    if not role_exists(admin, role):
+        return f"role {role} does not exist {where}"
+    if not is_keyless_role(admin, role):
+        return f"role {role} {where} is no longer a member of {LOGIN_GROUP}"
+    if not database_exists(admin, database):
+        return f"database {database} does not exist {where}"
+    return None
 
 
 def _mapping(ctx: ProvisionContext, path: str) -> str | None:
