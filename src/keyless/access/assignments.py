@@ -6,6 +6,7 @@ index follows on its next request.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -274,7 +275,10 @@ def assignment_json(row: RoleAssignment) -> dict[str, Any]:
             "principalId": row.principal_id,
             "principalType": row.principal_type,
             "scope": row.scope,
-            "createdOn": row.created_at,
+            # ARM's shape (the SDK reads a datetime), as az prints it.
+            "createdOn": dt.datetime.fromtimestamp(row.created_at, dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%f+00:00"
+            ),
             "createdBy": row.created_by,
         },
     }

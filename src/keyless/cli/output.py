@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from typing import Any, NoReturn
@@ -23,6 +24,19 @@ def emit(data: Any, output: str = "json", columns: list[str] | None = None) -> N
         (Console() if sys.stdout.isatty() else Console(width=100_000)).print(table)
         return
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def iso_time(value: Any) -> Any:
+    """Epoch seconds as az prints times (`2026-01-02T03:04:05.123456+00:00`, fixed width so
+    they sort as text); anything else unchanged (None, or a time already in ISO 8601)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def iso_times(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """The rows with their time fields (`keys`) in ISO 8601."""
+    return [{k: iso_time(v) if k in keys else v for k, v in row.items()} for row in rows]
 
 
 def _cell(value: Any) -> str:

@@ -16,7 +16,7 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
-from keyless.cli.output import emit, fail, note
+from keyless.cli.output import emit, fail, iso_times, note
 from keyless.cli.resources import (
     GroupOption,
     NameOption,
@@ -470,7 +470,9 @@ def principal_list(
             {**m["properties"], "roleExists": role_exists(conn, m["properties"]["role"])}
             for m in mappings
         ]
-    emit(rows, output, ["role", "principalId", "principalType", "roleExists"])
+    emit(
+        iso_times(rows, "createdAt"), output, ["role", "principalId", "principalType", "roleExists"]
+    )
 
 
 @principal_app.command("drop")

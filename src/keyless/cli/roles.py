@@ -18,7 +18,7 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, fail, note
+from keyless.cli.output import emit, fail, iso_time, note
 from keyless.cli.resources import (
     AUTHZ,
     AzCommand,
@@ -169,7 +169,7 @@ def assignment_json(
             "roleDefinitionId": role_id,
             "roleDefinitionName": role_names.get(role_id.rsplit("/", 1)[-1].lower()),
             "scope": p.get("scope"),
-            "createdOn": p.get("createdOn"),
+            "createdOn": iso_time(p.get("createdOn")),
             "createdBy": p.get("createdBy"),
         }
     )
