@@ -8,7 +8,7 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, fail
+from keyless.cli.output import emit, fail, note
 from keyless.cli.resources import (
     APP_TYPE,
     IDENTITY_TYPE,
@@ -78,7 +78,16 @@ def settings_set(
             fail(f"{item[:60]!r} is not NAME=VALUE")
         current[key] = value
     app = call(data_dir, "PATCH", path, {"properties": {"appSettings": current}})
+    from keyless.host.references import azure_notices
+
+    given = {k: v for k, v in app["properties"]["appSettings"].items() if k in _names(settings)}
+    for line in azure_notices(given):
+        note(line)
     emit(_as_list(app["properties"]["appSettings"]))
+
+
+def _names(items: list[str]) -> set[str]:
+    return {item.partition("=")[0] for item in items}
 
 
 @settings_app.command("delete", cls=AzCommand)
