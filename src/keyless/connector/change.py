@@ -24,6 +24,12 @@ from keyless.connector.service import (
 )
 from keyless.connector.target import Identity, Management, ProvisionContext, VaultData, lookup
 
+# What a connection's record holds (the API adds provisioningState to what it shows).
+RECORDED = (
+    "targetService", "authInfo", "clientType", "configurationKeys", "createdResources",
+    "secretStore",
+)  # fmt: skip
+
 
 def _options(kind: str, target: dict[str, Any]) -> dict[str, Any]:
     """The create options a recorded target block stands for."""
@@ -118,7 +124,7 @@ def change(
         else:
             _rewrite_settings(api, app_path, recorded, keys, plan)
         updated = {
-            **props,
+            **{k: v for k, v in props.items() if k in RECORDED},
             "targetService": block,
             "clientType": ctx.client_type,
             "authInfo": {
