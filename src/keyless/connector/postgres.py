@@ -78,6 +78,14 @@ class PostgresTarget:
             ),
         )
         mapping_path = f"{server['id']}/roleMappings/{role}"
+        mode = str(server["properties"].get("sslMode", "prefer"))
+        if mode in ("disable", "allow", "prefer"):
+            ctx.say(
+                f"warning: server {server['name']} is registered with sslMode {mode}: the app's "
+                "token may cross the network unencrypted, and a token is a credential until it "
+                "expires; serve TLS and register the server again with --ssl-mode require (or "
+                "verify-full)"
+            )
         admin = plan.step(
             f"log in to {server['name']} as its Keyless administrator",
             lambda: admin_session(ctx, server),
