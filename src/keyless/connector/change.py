@@ -21,6 +21,7 @@ from keyless.connector.service import (
     ConnectionError_,
     _resolve_identity,
     write_keys,
+    write_settings,
 )
 from keyless.connector.target import Identity, Management, ProvisionContext, VaultData, lookup
 
@@ -122,7 +123,7 @@ def change(
             say("its keys were renamed at create (--customized-keys): left as they are")
             keys = {k: "" for k in recorded}
         else:
-            _rewrite_settings(api, app_path, recorded, keys, plan)
+            write_settings(api, app_path, keys, plan, replacing=recorded)
         updated = {
             **{k: v for k, v in props.items() if k in RECORDED},
             "targetService": block,
@@ -163,28 +164,4 @@ def _remap(ctx: ProvisionContext, plan: Plan, target: dict[str, Any], old: str) 
     plan.on_undo(
         f"mapped role {target['role']!r} back to its identity",
         lambda: ctx.api.call("PUT", mapping, {"properties": {"principalId": old}}),
-    )
-
-
-def _rewrite_settings(
-    api: Management, app_path: str, old_keys: list[str], keys: dict[str, str], plan: Plan
-) -> None:
-    """The connection's old keys out, its keys in; a key of another owner is not taken."""
-    current = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
-    before = dict(current)
-    kept = {k: v for k, v in current.items() if k not in old_keys}
-
-    def write() -> None:
-        clashes = [k for k in keys if k in kept and kept[k] != keys[k]]
-        if clashes:
-            raise ConnectionError_(
-                f"the app already has settings {', '.join(clashes)} with other values; remove "
-                "them, or delete this connection and create it with --customized-keys"
-            )
-        api.call("PATCH", app_path, {"properties": {"appSettings": {**kept, **keys}}})
-
-    plan.step(f"write {', '.join(sorted(keys))} into the app's settings", write)
-    plan.on_undo(
-        "restored the app's settings",
-        lambda: api.call("PATCH", app_path, {"properties": {"appSettings": before}}),
     )

@@ -228,7 +228,7 @@ def create(
             keys = plan.step(
                 "rename keys (--customized-keys)", lambda: apply_customized(keys, customized)
             )
-        _write_settings(api, app_path, keys, plan)
+        write_settings(api, app_path, keys, plan)
         record = {
             "properties": {
                 "targetService": target_block,
@@ -289,9 +289,17 @@ def write_keys(
     return keys
 
 
-def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: Plan) -> None:
-    current = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
-    before = dict(current)
+def write_settings(
+    api: Management,
+    app_path: str,
+    keys: dict[str, str],
+    plan: Plan,
+    replacing: tuple[str, ...] | list[str] = (),
+) -> None:
+    """Write the connection's keys into the app's settings (a step, undone by restoring them
+    all), in place of `replacing` (its old keys); a key of another owner is never taken."""
+    before = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
+    current = {k: v for k, v in before.items() if k not in replacing}
 
     def write() -> None:
         clashes = [k for k in keys if k in current and current[k] != keys[k]]
