@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli.admin import call
 from keyless.cli.connection import (
     ConnectionOption,
     ServicePrincipalOption,
@@ -22,7 +21,7 @@ from keyless.cli.options import DataDirOption, paths_for
 from keyless.cli.output import emit, fail, note
 from keyless.cli.postgres import admin_token
 from keyless.cli.resources import AzCommand, GroupOption, NameOption, SubscriptionOption
-from keyless.cli.session import ApiClient, CliError
+from keyless.cli.session import ApiClient, CliError, resource_token
 from keyless.cli.vault import VaultData
 
 LOGIN_CHECK = "login through the gateway"
@@ -117,14 +116,17 @@ def explain_failed_login(
     from keyless.connector.postgres import diagnose
     from keyless.connector.target import Identity, ProvisionContext
 
+    paths = paths_for(data_dir)
+
+    def token(scope: str) -> str:  # raises, rather than exiting as admin_token's does
+        return str(resource_token(paths, scope)[0]["accessToken"])
+
     try:
-        client = ApiClient(paths_for(data_dir))
-        record = call(data_dir, "GET", f"{path}/connections/{connection}")["properties"]
+        client = ApiClient(paths)
+        record = client.call("GET", f"{path}/connections/{connection}")["properties"]
         if record["targetService"]["type"] != "postgres":
             return
-        ctx = ProvisionContext(
-            client, {}, Identity("", "", "", ""), connection, "", {}, admin_token(data_dir)
-        )
+        ctx = ProvisionContext(client, {}, Identity("", "", "", ""), connection, "", {}, token)
         try:
             why = diagnose(ctx, record["targetService"])
         finally:
