@@ -125,7 +125,7 @@ def test_group_create_list_show_delete(keyless_server: KeylessServer) -> None:
     assert name in table(server, f"group show -n {name}")
 
     deleted = kl(server, f"group delete -n {name} --yes")
-    assert deleted == {"deletedResources": 0, "deletedRoleAssignments": 0}
+    assert deleted == {"deletedResources": 0, "deletedRoleAssignments": 0, "reverted": []}
     assert "could not be found" in refused(server, f"group show -n {name}")
     assert name not in [g["name"] for g in kl(server, "group list")]
 
@@ -171,6 +171,10 @@ def test_group_delete_removes_everything_under_it(keyless_server: KeylessServer)
 
     result = kl(server, f"group delete -n {group} --yes")
     assert result["deletedResources"] == 2
+    # Every assignment that went, truthfully: at the group, at the app, and the one the
+    # user-assigned identity held outside it (issue #13: it said 0 after previewing them).
+    assert result["deletedRoleAssignments"] == 3
+    assert result["reverted"] == []
 
     assert "could not be found" in refused(server, f"group show -n {group}")
     assert "could not be found" in refused(server, f"app list -g {group}")
@@ -212,7 +216,10 @@ def test_identity_create_list_show_delete(keyless_server: KeylessServer, group: 
     assert created["clientId"] in table(server, f"identity list -g {group}")
     assert "worker" in table(server, f"identity show -g {group} -n worker")
 
-    assert kl(server, f"identity delete -g {group} -n worker") == {"deleted": created["id"]}
+    assert kl(server, f"identity delete -g {group} -n worker") == {
+        "deleted": created["id"],
+        "deletedRoleAssignments": 0,
+    }
     assert "was not found" in refused(server, f"identity show -g {group} -n worker")
     assert kl(server, f"identity list -g {group}") == []
     assert not sp_exists(server, created["principalId"])
@@ -251,7 +258,12 @@ def test_app_with_system_identity_lives_and_dies_with_it(
     assert updated["properties"]["command"] == ["python", "v2.py"]
     assert updated["identity"]["principalId"] == principal
 
-    assert kl(server, f"app delete -g {group} -n api") == {"deleted": app["id"]}
+    # The count is what went: the grant its identity held (issue #13: it said 0).
+    assert kl(server, f"app delete -g {group} -n api") == {
+        "deleted": app["id"],
+        "deletedRoleAssignments": 1,
+        "reverted": [],
+    }
     assert "was not found" in refused(server, f"app show -g {group} -n api")
     refused(server, f"ad sp show --id {principal}")  # its service principal is gone
     assert assignments_of(server, principal) == []  # and so are its role assignments

@@ -138,7 +138,10 @@ def test_bad_input_changes_nothing(server: KeylessServer) -> None:
     principal = _app(server, "kv-bad", "--assign-identity")["identity"]["principalId"]
     vault_id = server.cli_json("vault", "show", "-g", GROUP, "-n", "conn-vault")["id"]
     cases = [
-        (["--vault", "no-such-vault", "--system-identity"], "not found"),
+        (
+            ["--vault", "no-such-vault", "--system-identity"],
+            f"no vault 'no-such-vault' in resource group '{GROUP}'; for one in another",
+        ),
         (["--vault", "conn-vault"], "choose one of"),
         (["--vault", "conn-vault", "--user-identity", "oops"], "client-id="),
         (["--vault", "conn-vault", "--system-identity", "--client-type", "cobol"], "client-type"),

@@ -36,9 +36,11 @@ GROUP = "conn-rg"
 SERVER = "pgconn"
 DB = "appdb"
 HOST = "127.0.0.1"
-SSLMODE = "prefer"
+SSLMODE = "require"  # `postgres server create` serves TLS from the Keyless CA (issue #13)
 POSTGRES_SCOPE = "api://keyless/postgres/.default"
-CLIENT_TYPES = ("python", "django", "nodejs", "go", "java", "dotnet", "none")
+CLIENT_TYPES = (
+    "python", "django", "nodejs", "go", "java", "springboot", "php", "ruby", "dotnet", "none",
+)  # fmt: skip
 CHECKS = (
     "configuration keys",
     "identity",
@@ -418,7 +420,7 @@ def expected_values(client_type: str, role: str, port: int) -> dict[str, str]:
             "AZURE_POSTGRESQL_USER": role,
             "AZURE_POSTGRESQL_DATABASE": DB,
             "AZURE_POSTGRESQL_PORT": str(port),
-            "AZURE_POSTGRESQL_SSL": "false",  # sslmode prefer: TLS not required
+            "AZURE_POSTGRESQL_SSL": "true",  # sslmode require
         },
         "go": {
             "AZURE_POSTGRESQL_CONNECTIONSTRING": (
@@ -430,9 +432,26 @@ def expected_values(client_type: str, role: str, port: int) -> dict[str, str]:
                 f"jdbc:postgresql://{HOST}:{port}/{DB}?sslmode={SSLMODE}&user={role}"
             )
         },
+        # Azure's Spring Boot properties, PHP (native) and Ruby (ruby-pg) strings (Service
+        # Connector's "Integrate Azure Database for PostgreSQL" page).
+        "springboot": {
+            "spring.datasource.url": f"jdbc:postgresql://{HOST}:{port}/{DB}?sslmode={SSLMODE}",
+            "spring.datasource.username": role,
+            "spring.datasource.passwordless-enabled": "true",
+        },
+        "php": {
+            "AZURE_POSTGRESQL_CONNECTIONSTRING": (
+                f"host={HOST} port={port} dbname={DB} sslmode={SSLMODE} user={role}"
+            )
+        },
+        "ruby": {
+            "AZURE_POSTGRESQL_CONNECTIONSTRING": (
+                f"host={HOST} port={port} dbname={DB} sslmode={SSLMODE} user={role}"
+            )
+        },
         "dotnet": {
             "AZURE_POSTGRESQL_CONNECTIONSTRING": (
-                f"Server={HOST};Database={DB};Port={port};Ssl Mode=Prefer;User Id={role};"
+                f"Server={HOST};Database={DB};Port={port};Ssl Mode=Require;User Id={role};"
             )
         },
     }[client_type]
@@ -529,8 +548,13 @@ def test_validate_pinpoints_a_role_dropped_by_hand(world: World) -> None:
     assert (code, result["valid"]) == (1, False)
     assert [checks[n]["result"] for n in CHECKS] == ["pass"] * 4 + ["fail", "skipped"]
     login = checks["login through the gateway"]
-    assert role in login["detail"] and "refused" in login["detail"]
-    assert "delete this connection and create it again" in login["fix"]
+    # As the server's Keyless administrator, the CLI says why and how to fix it (issue #13).
+    assert f"role {role} does not exist on server {SERVER}" in login["detail"]
+    assert "refused" in login["detail"]
+    assert login["fix"] == (
+        f"recreate it with: keyless app connection repair -g {GROUP} -n fragile "
+        "--connection postgres_fragile"
+    )
     table = world.cli(
         "app", "connection", "validate", "-g", GROUP, "-n", "fragile",
         "--connection", "postgres_fragile", check=False,

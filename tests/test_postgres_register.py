@@ -164,6 +164,28 @@ def test_register_writes_pg_hba_and_admin_work_uses_the_users_token(
     assert token not in json.dumps(server.audit())
 
 
+def test_a_connection_to_a_server_without_tls_warns_what_that_exposes(
+    world: tuple[KeylessServer, PostgresServer],
+) -> None:
+    """Registered with the default sslMode prefer (this server serves no TLS): `connection
+    create` still connects, and says the token may cross the network in clear (issue #13)."""
+    server, pg = world
+    _register(server, pg, "plain1")
+    server.cli("postgres", "db", "create", "-g", GROUP, "-s", "plain1", "-n", "plaindb")
+    server.cli("app", "create", "-g", GROUP, "-n", "plain-app", "--assign-identity")
+    made = server.cli(
+        "app", "connection", "create", "postgres", "-g", GROUP, "-n", "plain-app",
+        "--server", "plain1", "--database", "plaindb", "--system-identity",
+    )  # fmt: skip
+    said = _said(made)
+    assert "warning: server plain1 is registered with sslMode prefer" in said
+    assert "may cross the network unencrypted" in said and "--ssl-mode require" in said
+    server.cli(
+        "app", "connection", "delete", "-g", GROUP, "-n", "plain-app",
+        "--connection", "postgres_plain_app",
+    )  # fmt: skip
+
+
 def test_register_refuses_bad_input_and_changes_nothing(
     world: tuple[KeylessServer, PostgresServer],
 ) -> None:

@@ -253,7 +253,10 @@ def test_the_forms_parse(text: str, expected: tuple[str, str, str | None]) -> No
         ("@Keyless.Vault(SecretUri=https://kv1.vault.localhost:8443/secrets/a?x=1)", "no user"),
         ("@Keyless.Vault(SecretUri=https://u@kv1.vault.localhost:8443/secrets/a)", "no user"),
         ("@Keyless.Vault(SecretUri=https://kv1.vault.localhost/secrets/a)", "no vault of this"),
-        ("@Keyless.Vault(SecretUri=https://kv1.vault.azure.net/secrets/a)", "no vault of this"),
+        ("@Keyless.Vault(SecretUri=https://kv1.vault.example.com/secrets/a)", "no vault of this"),
+        # An Azure vault host maps to the Keyless vault of its name, on Azure's port only.
+        ("@Keyless.Vault(SecretUri=https://kv1.vault.azure.net:8443/secrets/a)", "no vault of"),
+        ("@Keyless.Vault(SecretUri=https://a.kv1.vault.azure.net/secrets/a)", "no vault of"),
         ("@Keyless.Vault(SecretUri=https://a.kv1.vault.localhost:8443/secrets/a)", "no vault of"),
         ("@Keyless.Vault(SecretUri=https://kv1.vault.localhost:x/secrets/a)", "is not a URL"),
         ("@Keyless.Vault(SecretUri=https://kv1.vault.localhost:8443/keys/a)", "path must be"),
@@ -274,6 +277,16 @@ def test_malformed_references_are_refused_saying_why(text: str, why: str) -> Non
     assert "write it as @Keyless.Vault(SecretUri=https://VAULT.vault.localhost:8443" in str(
         caught.value
     )
+
+
+def test_an_azure_vault_host_names_the_keyless_vault_of_that_name() -> None:
+    text = "@Microsoft.KeyVault(SecretUri=https://kv1.vault.azure.net/secrets/a/)"
+    ref = references.parse("S", text, DOMAIN)
+    assert (ref.vault, ref.secret, ref.version) == ("kv1", "a", None)
+    assert references.azure_notices({"S": text}) == [
+        "app setting S: its reference names the Azure vault host kv1.vault.azure.net; Keyless "
+        "reads it from its own vault kv1"
+    ]
 
 
 def test_other_values_are_not_references() -> None:

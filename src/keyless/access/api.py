@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from keyless.access import assignments
 from keyless.access.engine import AccessEngine
+from keyless.access.permissions import role_name
 from keyless.access.scopes import ROOT, is_within, parse_scope, scope_key
 from keyless.resources.manager import ResourceError, bad_request
 from keyless.server.arm import ArmApi, Call
@@ -30,6 +31,7 @@ def build_routes(api: ArmApi, access: AccessEngine) -> list[Route]:
     def list_definitions(call: Call) -> Any:
         index = access.index()
         name = call.request.query_params.get("roleName")
+        name = role_name(name) if name is not None else None
         # The index holds every tenant's custom roles: list the built-in ones and the caller's.
         own = set(
             call.session.scalars(

@@ -6,6 +6,7 @@ index follows on its next request.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -14,7 +15,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, AccessIndex, Role
-from keyless.access.permissions import BUILT_IN_BY_ID, BUILT_IN_ROLES, PermissionError_, Permissions
+from keyless.access.permissions import (
+    BUILT_IN_BY_ID,
+    BUILT_IN_ROLES,
+    PermissionError_,
+    Permissions,
+    role_name,
+)
 from keyless.access.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
 from keyless.resources.manager import ResourceError, bad_request, find_group, find_resource
 from keyless.store.generation import bump_generation
@@ -52,7 +59,9 @@ def role_json(role: Role, scope: str = ROOT, description: str = "") -> dict[str,
 
 
 def find_role(session: Session, tenant_id: str, ref: str) -> Role:
-    """By ID, role definition resource ID, or name (case-insensitive), as `az` accepts."""
+    """By ID, role definition resource ID, or name (case-insensitive, Azure's names of the
+    vault roles too), as `az` accepts."""
+    ref = role_name(ref)
     ref_id = ref.rsplit("/", 1)[-1]
     for role in BUILT_IN_ROLES:
         if role.id == ref_id or role.name.lower() == ref.lower():
@@ -266,7 +275,10 @@ def assignment_json(row: RoleAssignment) -> dict[str, Any]:
             "principalId": row.principal_id,
             "principalType": row.principal_type,
             "scope": row.scope,
-            "createdOn": row.created_at,
+            # ARM's shape (the SDK reads a datetime), as az prints it.
+            "createdOn": dt.datetime.fromtimestamp(row.created_at, dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%f+00:00"
+            ),
             "createdBy": row.created_by,
         },
     }

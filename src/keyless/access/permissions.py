@@ -181,4 +181,19 @@ BUILT_IN_ROLES: tuple[BuiltInRole, ...] = (
     ),
 )
 BUILT_IN_BY_ID = {r.id: r for r in BUILT_IN_ROLES}
+# Azure's names for the built-in roles Keyless has under its own (their IDs are the same), so
+# commands copied from Azure's docs work. Storage Blob Data Reader/Contributor/Owner join when
+# Keyless has blob storage roles.
+AZURE_ROLE_NAMES = {
+    "key vault secrets user": "Vault Secrets User",
+    "key vault secrets officer": "Vault Secrets Officer",
+    "key vault administrator": "Vault Administrator",
+}
+
+
+def role_name(ref: str) -> str:
+    """Keyless's name for a role Azure spells otherwise; any other reference unchanged."""
+    return AZURE_ROLE_NAMES.get(ref.strip().lower(), ref)
+
+
 OWNER_ROLE_ID = BUILT_IN_ROLES[0].id

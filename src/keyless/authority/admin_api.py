@@ -30,7 +30,7 @@ from keyless.authority.validation import InvalidToken, TokenClaims, validate_acc
 from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.generation import bump_generation
-from keyless.store.models import ResourceApi, SigningKey, Tenant, User
+from keyless.store.models import ResourceApi, ServicePrincipal, SigningKey, Tenant, User
 from keyless.store.transaction import run_write
 
 MAX_BODY = 64 * 1024
@@ -221,8 +221,23 @@ def _sp_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) ->
     years = body.get("secretYears", 1)
     if not isinstance(years, int | float) or isinstance(years, bool):
         raise directory._bad("secretYears must be a number")
-    sp = directory.create_service_principal(s, c.tenant_id, str(name) if name else "")
-    out: dict[str, Any] = {**directory.sp_json(sp), "tenant": c.tenant_id}
+    update = body.get("updateExisting", False)
+    if not isinstance(update, bool):
+        raise directory._bad("updateExisting must be true or false")
+    existing = _existing_application(s, c.tenant_id, name) if update else None
+    if existing is not None:
+        # As `az ad sp create-for-rbac` on a name that exists: the app is updated, not
+        # duplicated, and a new credential replaces the old ones (a reset).
+        sp = existing
+        if cert is not None or want_secret:
+            directory.remove_certificates_and_secrets(s, sp.app_id)
+    else:
+        sp = directory.create_service_principal(s, c.tenant_id, str(name) if name else "")
+    out: dict[str, Any] = {
+        **directory.sp_json(sp),
+        "tenant": c.tenant_id,
+        "existing": existing is not None,
+    }
     if cert is not None:
         out["certificate"] = directory.add_certificate(s, c.tenant_id, sp.app_id, cert)
     if want_secret:
@@ -231,6 +246,27 @@ def _sp_create(s: Session, c: TokenClaims, _r: Request, body: dict[str, Any]) ->
         out["passwordKeyId"] = secret.key_id
         out["passwordEndDateTime"] = secret.expires_at
     return out
+
+
+def _existing_application(s: Session, tenant_id: str, name: object) -> Any:
+    """The one application named `name`, or None; several are ambiguous (409)."""
+    if not isinstance(name, str) or not name:
+        return None
+    found = s.scalars(
+        select(ServicePrincipal).where(
+            ServicePrincipal.tenant_id == tenant_id,
+            ServicePrincipal.display_name == name,
+            ServicePrincipal.kind == "Application",
+        )
+    ).all()
+    if len(found) > 1:
+        raise DirectoryError(
+            409,
+            "Ambiguous",
+            f"{len(found)} applications are named {name[:100]!r}; update one by its appId "
+            "(`keyless ad sp list` shows them; `keyless ad sp credential reset --id APPID`)",
+        )
+    return found[0] if found else None
 
 
 def _sp_list(s: Session, c: TokenClaims, _r: Request, _b: dict[str, Any]) -> Any:

@@ -106,6 +106,29 @@ def create_ca(files: TlsFiles, master: MasterKey, label: str) -> None:
 
 
 def issue_server_certificate(files: TlsFiles, master: MasterKey, names: list[str]) -> None:
+    key, cert = _issue(files, master, names)
+    _write_private(files.server_key, _encrypted_pem(key, server_key_password(master).encode()))
+    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def issue_service_certificate(
+    files: TlsFiles, master: MasterKey, names: list[str]
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) from the Keyless CA for a service Keyless starts
+    that cannot unlock an encrypted key (a PostgreSQL cluster of `postgres server create`):
+    the caller writes the key where only that service's account reads it."""
+    key, cert = _issue(files, master, names)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), pem
+
+
+def _issue(
+    files: TlsFiles, master: MasterKey, names: list[str]
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(
         files.ca_key.read_bytes(), master.derive_password(_CA_PURPOSE)
@@ -131,8 +154,7 @@ def issue_server_certificate(files: TlsFiles, master: MasterKey, names: list[str
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(files.server_key, _encrypted_pem(key, server_key_password(master).encode()))
-    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
 
 
 def server_certificate_names(files: TlsFiles) -> list[str]:

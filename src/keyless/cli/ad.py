@@ -112,10 +112,12 @@ def create_for_rbac(
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Create an application with its service principal and, if asked, one credential."""
+    """Create an application with its service principal and, if asked, one credential. As
+    az: if an application of that name exists it is updated, and a credential asked for
+    replaces its certificates and secrets (a reset)."""
     if sum([create_cert, cert is not None, secret]) > 1:
         fail("choose one of --create-cert, --cert or --secret")
-    body: dict[str, Any] = {"displayName": name}
+    body: dict[str, Any] = {"displayName": name, "updateExisting": True}
     created: tuple[Path, rsa.RSAPrivateKey, x509.Certificate] | None = None
     if create_cert:
         key, certificate = _self_signed(name)
@@ -127,6 +129,13 @@ def create_for_rbac(
         body["createSecret"] = True
         body["secretYears"] = years
     result = call(data_dir, "POST", SP, body)
+    if result.get("existing"):
+        changed = (
+            "its credentials were replaced"
+            if (create_cert or cert or secret)
+            else ("no credential was changed")
+        )
+        note(f"Found the existing application {result['appId']} named {name!r}: {changed}.")
     output: dict[str, Any] = {
         "appId": result["appId"],
         "displayName": result["displayName"],
@@ -144,7 +153,7 @@ def create_for_rbac(
             "The password is shown once and stored only as a hash. Keep it in a vault, or "
             "better, use a certificate or federated credential."
         )
-    if not (create_cert or cert or secret):
+    if not (create_cert or cert or secret or result.get("existing")):
         note(
             "No credential was created. Add one with `keyless ad app federated-credential "
             "create` (no secret at all) or `keyless ad sp credential reset`."

@@ -8,7 +8,7 @@ import typer
 
 from keyless.cli.duration import parse_duration
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
-from keyless.cli.output import emit, fail
+from keyless.cli.output import emit, fail, iso_times
 from keyless.cli.session import ApiClient, CliError
 
 keys_app = typer.Typer(help="Signing keys: list and rotate.", no_args_is_help=True)
@@ -32,8 +32,9 @@ def call(
 @keys_app.command("list")
 def keys_list(data_dir: DataDirOption = None, output: OutputOption = "json") -> None:
     """The published signing keys: next, active and retired."""
+    keys = call(data_dir, "GET", "/admin/v1/signingKeys")["value"]
     emit(
-        call(data_dir, "GET", "/admin/v1/signingKeys")["value"],
+        iso_times(keys, "createdAt", "activatedAt", "retiredAt", "publishedUntil"),
         output,
         ["kid", "status", "activatedAt", "retiredAt", "publishedUntil"],
     )
@@ -91,7 +92,7 @@ def audit_list(
         if v is not None
     }
     emit(
-        call(data_dir, "GET", "/admin/v1/audit", params=params)["value"],
+        iso_times(call(data_dir, "GET", "/admin/v1/audit", params=params)["value"], "at"),
         output,
         ["at", "actor", "action", "target", "result"],
     )

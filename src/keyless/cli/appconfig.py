@@ -8,10 +8,11 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, fail
+from keyless.cli.output import emit, fail, note
 from keyless.cli.resources import (
     APP_TYPE,
     IDENTITY_TYPE,
+    AzCommand,
     GroupOption,
     NameOption,
     SubscriptionOption,
@@ -57,11 +58,14 @@ def settings_list(
     emit(_as_list(_settings(data_dir, path)), output, ["name", "value"])
 
 
-@settings_app.command("set")
+@settings_app.command("set", cls=AzCommand)
 def settings_set(
     group: GroupOption,
     name: NameOption,
-    settings: Annotated[list[str], typer.Option("--settings", help="NAME=VALUE, repeatable.")],
+    settings: Annotated[
+        list[str],
+        typer.Option("--settings", help="Space-separated NAME=VALUE pairs (repeatable too)."),
+    ],
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -74,14 +78,25 @@ def settings_set(
             fail(f"{item[:60]!r} is not NAME=VALUE")
         current[key] = value
     app = call(data_dir, "PATCH", path, {"properties": {"appSettings": current}})
+    from keyless.host.references import azure_notices
+
+    given = {k: v for k, v in app["properties"]["appSettings"].items() if k in _names(settings)}
+    for line in azure_notices(given):
+        note(line)
     emit(_as_list(app["properties"]["appSettings"]))
 
 
-@settings_app.command("delete")
+def _names(items: list[str]) -> set[str]:
+    return {item.partition("=")[0] for item in items}
+
+
+@settings_app.command("delete", cls=AzCommand)
 def settings_delete(
     group: GroupOption,
     name: NameOption,
-    setting_names: Annotated[list[str], typer.Option("--setting-names", help="Repeatable.")],
+    setting_names: Annotated[
+        list[str], typer.Option("--setting-names", help="Space-separated names (repeatable too).")
+    ],
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,7 +10,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from keyless.cli import cleanup
 from keyless.cli.admin import call
+from keyless.cli.cleanup import Cleanup
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import emit, fail, note
 from keyless.cli.postgres import OwnedObjectsOption, admin_token, owned_choice
@@ -38,8 +41,11 @@ SystemIdentityOption = Annotated[
     bool, typer.Option("--system-identity", help="Use the app's system-assigned identity.")
 ]
 UserIdentityOption = Annotated[
-    str | None,
-    typer.Option("--user-identity", help="client-id=ID of a user-assigned identity."),
+    list[str] | None,
+    typer.Option(
+        "--user-identity",
+        help="client-id=ID of a user-assigned identity (az's subs-id=SUBSCRIPTION may follow).",
+    ),
 ]
 ServicePrincipalOption = Annotated[
     list[str] | None,
@@ -59,7 +65,11 @@ SecretOption = Annotated[
     ),
 ]
 ClientTypeOption = Annotated[
-    str, typer.Option("--client-type", help="python, django, nodejs, go, java, dotnet or none.")
+    str,
+    typer.Option(
+        "--client-type",
+        help="python, django, nodejs, go, java, springboot, php, ruby, dotnet or none.",
+    ),
 ]
 CustomizedKeysOption = Annotated[
     list[str] | None,
@@ -67,11 +77,28 @@ CustomizedKeysOption = Annotated[
 ]
 
 
-def _client_id(value: str, option: str) -> str:
-    key, sep, client_id = value.partition("=")
-    if not sep or key != "client-id" or not client_id:
-        fail(f"{option} takes client-id=<client ID>, e.g. {option} client-id=0000...")
-    return client_id
+def _user_identity(items: list[str], subscription: str) -> str:
+    """The client ID from az's `client-id=ID [subs-id=SUBSCRIPTION]`; subs-id must name the
+    app's own subscription (an identity is looked up there)."""
+    given: dict[str, str] = {}
+    usage = "--user-identity takes client-id=<client ID> [subs-id=<subscription ID>]"
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("client-id", "subs-id") or not value:
+            fail(f"{usage}, e.g. --user-identity client-id=0000...; {item[:40]!r} is neither")
+        if key in given:
+            fail(f"--user-identity names {key} twice")
+        given[key] = value
+    if "client-id" not in given:
+        fail(f"{usage}, e.g. --user-identity client-id=0000...")
+    subs = given.get("subs-id")
+    if subs is not None and subs.lower() != subscription.lower():
+        fail(
+            f"--user-identity subs-id={subs[:60]} is not the app's subscription ({subscription}); "
+            "Keyless looks the identity up in the app's subscription: drop subs-id, or give "
+            "--subscription for an app in another one (`keyless account list` shows them)"
+        )
+    return given["client-id"]
 
 
 def _service_principal(items: list[str]) -> tuple[str, str | None]:
@@ -124,10 +151,11 @@ def read_secret(text: str, where: str) -> str:
 
 def auth_choice(
     system: bool,
-    user: str | None,
+    user: list[str] | None,
     sp: list[str] | None,
     secret: str | None = None,
     vault: str | None = None,
+    subscription: str = "",
 ) -> Any:
     """The identity to connect as; with a secret, the vault to keep it in (`vault`)."""
     from keyless.connector.clientsecret import ClientSecret, SecretError
@@ -148,7 +176,7 @@ def auth_choice(
         if system:
             return AuthChoice("systemAssignedIdentity")
         assert user is not None
-        return AuthChoice("userAssignedIdentity", _client_id(user, "--user-identity"))
+        return AuthChoice("userAssignedIdentity", _user_identity(user, subscription))
     assert sp is not None
     client_id, inline = _service_principal(sp)
     if inline is not None and secret is not None:
@@ -203,13 +231,18 @@ def run_create(
     options: dict[str, Any],
     customized: list[str] | None,
 ) -> None:
-    from keyless.connector.keys import CLIENT_TYPES, KeyError_, parse_customized
+    from keyless.connector.keys import CLIENT_TYPES, POSTGRES_ONLY, KeyError_, parse_customized
     from keyless.connector.plan import StepFailed
     from keyless.connector.service import ConnectionError_, create
     from keyless.resources.types import PropertiesError
 
     if client_type not in CLIENT_TYPES:
         fail(f"--client-type must be one of {', '.join(CLIENT_TYPES)}")
+    if kind != "postgres" and client_type in POSTGRES_ONLY:
+        fail(
+            f"--client-type {client_type} is for PostgreSQL connections; for {kind} use one of "
+            f"{', '.join(t for t in CLIENT_TYPES if t not in POSTGRES_ONLY)}"
+        )
     try:
         renames = parse_customized(customized or [])
         client = ApiClient(paths_for(data_dir))
@@ -232,12 +265,57 @@ def run_create(
     emit(result)
 
 
-@create_app.command("postgres", cls=AzCommand)
+TargetGroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--target-resource-group",
+        "--tg",
+        help="The target's resource group \\[default: the app's].",
+        show_default=False,
+    ),
+]
+TargetIdOption = Annotated[
+    str | None,
+    typer.Option("--target-id", help="The target's resource ID (instead of its name and group)."),
+]
+
+
+def target_ref(
+    data_dir: Any,
+    subscription: str | None,
+    name: str | None,
+    target_group: str | None,
+    target_id: str | None,
+    option: str,
+    type_name: str,
+) -> str:
+    """The target as the connector looks it up: a name in the app's group, or a resource ID
+    (--target-id, or a name in --target-resource-group)."""
+    if target_id is not None:
+        if name is not None or target_group is not None:
+            fail(f"--target-id names the target alone: drop {option} and --target-resource-group")
+        if not target_id.startswith("/subscriptions/"):
+            fail(
+                f"--target-id takes a resource ID (/subscriptions/.../providers/{type_name}/NAME), "
+                f"not {target_id[:80]!r}"
+            )
+        return target_id
+    if name is None:
+        fail(f"give {option} NAME (with --target-resource-group for another group) or --target-id")
+    if target_group is None or name.startswith("/subscriptions/"):
+        return name
+    return resource_path(subscription_of(data_dir, subscription), target_group, type_name, name)
+
+
 def create_postgres(
     group: GroupOption,
     name: NameOption,
-    server: Annotated[str, typer.Option("--server", help="Server name (or resource ID).")],
     database: Annotated[str, typer.Option("--database", help="Target database.")],
+    server: Annotated[
+        str | None, typer.Option("--server", help="Server name (or resource ID).")
+    ] = None,
+    target_resource_group: TargetGroupOption = None,
+    target_id: TargetIdOption = None,
     client_type: ClientTypeOption = "python",
     system_identity: SystemIdentityOption = False,
     user_identity: UserIdentityOption = None,
@@ -256,31 +334,42 @@ def create_postgres(
     data_dir: DataDirOption = None,
 ) -> None:
     """Connect the app to a PostgreSQL database: role, grants, mapping, settings, record."""
-    auth = auth_choice(system_identity, user_identity, service_principal, secret, vault)
+    app_path = _app_path(data_dir, subscription, group, name)
+    auth = auth_choice(
+        system_identity, user_identity, service_principal, secret, vault, app_path.split("/")[2]
+    )
     if vault is not None and auth.secret is None:
         fail(
             "--vault keeps a service principal's --secret; without a secret there is nothing to "
             "keep (a managed identity needs none)"
         )
-    name_ = connection or f"postgres_{name}".replace("-", "_")[:63]
-    options = {"server": server, "database": database, "role": role}
-    run_create(
-        data_dir,
-        _app_path(data_dir, subscription, group, name),
-        "postgres",
-        name_,
-        client_type,
-        auth,
-        options,
-        customized_keys,
+    from keyless.connector.postgres import SERVER_TYPE
+
+    target = target_ref(
+        data_dir, subscription, server, target_resource_group, target_id, "--server", SERVER_TYPE
     )
+    name_ = connection or f"postgres_{name}".replace("-", "_")[:63]
+    options = {"server": target, "database": database, "role": role}
+    run_create(data_dir, app_path, "postgres", name_, client_type, auth, options, customized_keys)
+
+
+create_app.command("postgres", cls=AzCommand)(create_postgres)
+create_app.command(
+    "postgres-flexible",
+    cls=AzCommand,
+    help="The same as `postgres` (az's name for Azure Database for PostgreSQL flexible server).",
+)(create_postgres)
 
 
 @create_app.command("keyvault", cls=AzCommand)
 def create_keyvault(
     group: GroupOption,
     name: NameOption,
-    vault: Annotated[str, typer.Option("--vault", help="Vault name (or resource ID).")],
+    vault: Annotated[
+        str | None, typer.Option("--vault", help="Vault name (or resource ID).")
+    ] = None,
+    target_resource_group: TargetGroupOption = None,
+    target_id: TargetIdOption = None,
     client_type: ClientTypeOption = "python",
     system_identity: SystemIdentityOption = False,
     user_identity: UserIdentityOption = None,
@@ -294,17 +383,18 @@ def create_keyvault(
     """Let the app's identity read the vault's secrets (Vault Secrets User) and write
     AZURE_KEYVAULT_RESOURCEENDPOINT and AZURE_KEYVAULT_SCOPE. A service principal's --secret
     is kept in the same vault."""
-    auth = auth_choice(system_identity, user_identity, service_principal, secret, vault)
+    from keyless.connector.keyvault import VAULT_TYPE
+
+    app_path = _app_path(data_dir, subscription, group, name)
+    target = target_ref(
+        data_dir, subscription, vault, target_resource_group, target_id, "--vault", VAULT_TYPE
+    )
+    auth = auth_choice(
+        system_identity, user_identity, service_principal, secret, target, app_path.split("/")[2]
+    )
     name_ = connection or f"keyvault_{name}".replace("-", "_")[:63]
     run_create(
-        data_dir,
-        _app_path(data_dir, subscription, group, name),
-        "keyvault",
-        name_,
-        client_type,
-        auth,
-        {"vault": vault},
-        customized_keys,
+        data_dir, app_path, "keyvault", name_, client_type, auth, {"vault": target}, customized_keys
     )
 
 
@@ -370,8 +460,13 @@ def connection_validate(
     output: OutputOption = "table",
 ) -> None:
     """Check the connection end to end; each check passes or says what to fix."""
+    from keyless.cli.connection_change import explain_failed_login
+
     path = _app_path(data_dir, subscription, group, name)
     result = call(data_dir, "POST", f"{path}/connections/{connection}/validate", {})
+    if not result["valid"]:
+        app_args = f"-g {shlex.quote(group)} -n {shlex.quote(name)}"
+        explain_failed_login(data_dir, path, connection, result, app_args)
     if output != "table":  # the checks as data, for --query and the other formats
         emit(result, output)
     else:
@@ -411,3 +506,55 @@ def connection_delete(
     except (PgAdminError, CliError, ValueError) as exc:
         fail(f"{exc}; the connection is kept so you can run delete again")
     emit({"deleted": connection, "reverted": done})
+
+
+# ------------------------------------------------------------ deleting an app or a group
+
+
+def _connections_under(data_dir: Any, path: str) -> list[tuple[str, str]]:
+    """(app path, connection name) of every connection of the app at `path`, or of every app
+    in the group at `path`."""
+    if "/providers/" in path:
+        apps = [path]
+    else:
+        found = call(data_dir, "GET", f"{path}/providers/{APP_TYPE}")["value"]
+        apps = [str(app["id"]) for app in found]
+    return [
+        (app, str(row["name"]))
+        for app in apps
+        for row in call(data_dir, "GET", f"{app}/connections")["value"]
+    ]
+
+
+def _preview_connections(data_dir: Any, path: str) -> list[str]:
+    return [
+        f"connection {app.rsplit('/', 1)[-1]}/{name}: reverted first, as `keyless app "
+        "connection delete` does (its database role, grants and mapping, and what it stored)"
+        for app, name in _connections_under(data_dir, path)
+    ]
+
+
+def _revert_connections(data_dir: Any, path: str, say: Any) -> list[str]:
+    from keyless.connector.service import delete
+    from keyless.gateway.pgadmin import PgAdminError
+
+    done: list[str] = []
+    for app, name in _connections_under(data_dir, path):
+        try:
+            done += delete(
+                ApiClient(paths_for(data_dir)),
+                app,
+                name,
+                {"owned_objects": "reassign"},
+                admin_token(data_dir),
+                say=say,
+                vault_data=VaultData(data_dir),
+            )
+        except (PgAdminError, CliError, ValueError) as exc:
+            raise ValueError(
+                f"reverting connection {name!r} of app {app.rsplit('/', 1)[-1]} failed: {exc}"
+            ) from None
+    return done
+
+
+cleanup.register(Cleanup(_preview_connections, _revert_connections))

@@ -26,6 +26,7 @@ from keyless.host.references import (
     ReferenceWatch,
     Resolution,
     Resolver,
+    azure_notices,
     has_references,
     resolve_settings,
 )
@@ -166,6 +167,8 @@ def _resolve(
     """The settings with their vault references resolved; fails (or, if allowed, warns)
     naming each one that cannot be."""
     resolution = resolve_settings(settings, VaultDomain.from_endpoint(client.endpoint), resolver)
+    for line in azure_notices(settings):
+        note(escape(line))
     for name, resolved in sorted(resolution.resolved.items()):
         ref = resolved.reference
         note(

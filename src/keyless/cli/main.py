@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from enum import StrEnum
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,6 +27,7 @@ from keyless.cli import (
 )
 from keyless.cli import appconfig as _appconfig  # noqa: F401 - adds app config, identity fic
 from keyless.cli import connection as _connection  # noqa: F401 - adds `keyless app connection`
+from keyless.cli import connection_change as _change  # noqa: F401 - connection update, repair
 from keyless.cli.global_options import add_global_options
 from keyless.cli.options import DataDirOption
 from keyless.cli.output import emit, fail, note
@@ -196,8 +198,41 @@ add_global_options(
 )
 
 
+def _plain(text: str | None) -> str | None:
+    """Help text as click prints it: paragraphs re-flowed (a docstring's line breaks are not
+    the reader's), and rich's escapes (`\\[default: ...]`) undone."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs).replace("\\[", "[")
+
+
+def _tidy(command: Any) -> None:
+    """Every command's help in click's plain layout: rich's option table cut long option
+    names (`--resource-gro…`) and kept a docstring's line breaks in command lists."""
+    # Duck-typed: Typer runs on its own copy of click, whose classes are not click's.
+    command.help = _plain(command.help)
+    # An explicit short help is shown whole (wrapped) in command lists, not cut at 45 columns.
+    command.short_help = _plain(command.short_help) or (command.help or "").split("\n\n")[0]
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None
+    for param in command.params:
+        if getattr(param, "param_type_name", "") == "option":
+            param.help = _plain(param.help)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _tidy(sub)
+
+
+def cli() -> Any:
+    """The whole CLI as click runs it, `-h` as az's, help texts tidied."""
+    command = typer.main.get_command(app)
+    command.context_settings = {**command.context_settings, "help_option_names": ["-h", "--help"]}
+    _tidy(command)
+    return command
+
+
 def main() -> None:
-    app()
+    cli()(prog_name="keyless")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ two options themselves are added to every command by `keyless.cli.global_options
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,6 +161,19 @@ def show(
         return [flat(item) for item in (result if isinstance(result, list) else [result])]
 
     emit(data, output, columns, rows)
+
+
+def iso_time(value: Any) -> Any:
+    """Epoch seconds as az prints times (`2026-01-02T03:04:05.123456+00:00`, fixed width so
+    they sort as text); anything else unchanged (None, or a time already in ISO 8601)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def iso_times(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """The rows with their time fields (`keys`) in ISO 8601."""
+    return [{k: iso_time(v) if k in keys else v for k, v in row.items()} for row in rows]
 
 
 def note(message: str) -> None:

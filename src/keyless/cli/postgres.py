@@ -16,7 +16,7 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
-from keyless.cli.output import emit, fail, note
+from keyless.cli.output import emit, fail, iso_times, note
 from keyless.cli.resources import (
     GroupOption,
     NameOption,
@@ -232,8 +232,9 @@ def server_create(
     gateway = gateway_of(data_dir, None, None, False)
     directory = cluster_directory(paths.root, name.lower())
     note(f"initialising a PostgreSQL cluster in {directory}")
+    tls = _cluster_certificate(paths)
     try:
-        cluster = initialise(directory, port)
+        cluster = initialise(directory, port, tls)
     except ClusterError as exc:
         fail(str(exc))
     managed = {
@@ -248,7 +249,8 @@ def server_create(
         "properties": {
             "host": "127.0.0.1",
             "port": cluster.port,
-            "sslMode": "prefer",
+            # A token is a credential: with TLS, clients insist on it (Azure writes require).
+            "sslMode": "require" if tls is not None else "prefer",
             "managed": managed,
         }
     }
@@ -263,6 +265,25 @@ def server_create(
                 fail(str(exc))
         note(f"created database {db!r}")
     emit(result["server"])
+
+
+def _cluster_certificate(paths: Any) -> tuple[bytes, bytes] | None:
+    """A certificate from the Keyless CA for a cluster on 127.0.0.1, or None (with a warning)
+    when this data directory cannot issue one (no CA key or master key here)."""
+    from keyless.authority.masterkey import MasterKey, MasterKeyError
+    from keyless.authority.tls import TlsFiles, issue_service_certificate
+
+    try:
+        master = MasterKey.load(paths.master_key)
+        return issue_service_certificate(
+            TlsFiles.in_dir(paths.root), master, ["127.0.0.1", "localhost"]
+        )
+    except (OSError, MasterKeyError, ValueError, TypeError) as exc:
+        note(
+            f"warning: cannot issue a TLS certificate for the cluster ({exc}); it serves no TLS "
+            "and connections are written with sslmode=prefer"
+        )
+        return None
 
 
 def _cluster_of(server: dict[str, Any]) -> Any:
@@ -470,7 +491,9 @@ def principal_list(
             {**m["properties"], "roleExists": role_exists(conn, m["properties"]["role"])}
             for m in mappings
         ]
-    emit(rows, output, ["role", "principalId", "principalType", "roleExists"])
+    emit(
+        iso_times(rows, "createdAt"), output, ["role", "principalId", "principalType", "roleExists"]
+    )
 
 
 @principal_app.command("drop")

@@ -18,7 +18,7 @@ import typer
 
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, fail, note
+from keyless.cli.output import emit, fail, iso_time, note
 from keyless.cli.resources import (
     AUTHZ,
     AzCommand,
@@ -140,7 +140,11 @@ def definition_json(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def find_definition(roles: list[dict[str, Any]], ref: str) -> dict[str, Any] | None:
-    """By role name (any case), GUID or role definition ID, as az accepts."""
+    """By role name (any case; Azure's names of the vault roles too), GUID or role definition
+    ID, as az accepts."""
+    from keyless.access.permissions import role_name
+
+    ref = role_name(ref)
     tail = ref.rstrip("/").rsplit("/", 1)[-1].lower()
     for role in roles:
         if str(role["roleName"]).lower() == ref.lower() or role["name"].lower() == tail:
@@ -170,7 +174,7 @@ def assignment_json(
             "roleDefinitionId": role_id,
             "roleDefinitionName": role_names.get(role_id.rsplit("/", 1)[-1].lower()),
             "scope": p.get("scope"),
-            "createdOn": p.get("createdOn"),
+            "createdOn": iso_time(p.get("createdOn")),
             "createdBy": p.get("createdBy"),
         }
     )
@@ -298,6 +302,22 @@ def definition_list(
     show(roles, output, DEFINITION_COLUMNS)
 
 
+@definition_app.command("show")
+def definition_show(
+    name: Annotated[str, typer.Option("--name", "-n", help="The role's name or ID.")],
+    scope: ScopeOption = None,
+    subscription: SubscriptionOption = None,
+    data_dir: DataDirOption = None,
+    output: OutputOption = "json",
+) -> None:
+    """One role definition, by name (Azure's names of the vault roles too) or ID."""
+    where, _ = target_scope(data_dir, scope, None, subscription)
+    role = find_definition(definitions(data_dir, where), name)
+    if role is None:
+        fail(f"no role named or with ID {name[:100]!r}; `keyless role definition list` shows them")
+    show(role, output, DEFINITION_COLUMNS)
+
+
 @definition_app.command("create")
 def definition_create(
     role_definition: Annotated[
@@ -389,6 +409,7 @@ def assignment_list(
     include_inherited: Annotated[
         bool, typer.Option("--include-inherited", help="Also those above the scope.")
     ] = False,
+    role: Annotated[str | None, typer.Option("--role", help="Role name, GUID or ID.")] = None,
     subscription: SubscriptionOption = None,
     data_dir: DataDirOption = None,
     output: OutputOption = "json",
@@ -397,10 +418,19 @@ def assignment_list(
     principal = principal_of(data_dir, assignee, assignee_object_id, required=False)
     where, _ = target_scope(data_dir, scope, group, subscription)
     key = scope_key(where)
+    role_id = None
+    if role is not None:
+        found = find_definition(definitions(data_dir, where), role)
+        if found is None:
+            fail(f"no role {role[:100]!r}; `keyless role definition list` shows them")
+        role_id = found["name"].lower()
     rows = []
     for a in _assignments_at(data_dir, where, principal):
         at = scope_key(a["properties"]["scope"])
-        if all_ or at == key or (include_inherited and is_within(at, key)):
+        of_role = role_id is None or (
+            a["properties"]["roleDefinitionId"].rsplit("/", 1)[-1].lower() == role_id
+        )
+        if of_role and (all_ or at == key or (include_inherited and is_within(at, key))):
             rows.append(a)
     names = role_names(data_dir, where)
     show([assignment_json(a, names, principal) for a in rows], output, ASSIGNMENT_COLUMNS)

@@ -314,6 +314,27 @@ def logout(data_dir: DataDirOption = None) -> None:
 # ----------------------------------------------------------------------- get-access-token
 
 
+# az's --resource-type values for the resources Keyless has, as the names Azure's tools send.
+RESOURCE_TYPES = {
+    "arm": "https://management.azure.com",
+    "oss-rdbms": "https://ossrdbms-aad.database.windows.net",
+}
+# az's other values, for a clear refusal (Keyless has no such API).
+AZ_ONLY_TYPES = ("aad-graph", "batch", "data-lake", "media", "ms-graph")
+
+
+def resource_for_type(resource_type: str) -> str:
+    value = resource_type.strip().lower()
+    if value in RESOURCE_TYPES:
+        return RESOURCE_TYPES[value]
+    why = "Keyless has no such API" if value in AZ_ONLY_TYPES else "it is not one of az's"
+    fail(
+        f"--resource-type {resource_type[:40]!r}: {why}; Keyless has "
+        f"{', '.join(RESOURCE_TYPES)} (or give --resource: https://vault.azure.net for vaults; "
+        "`keyless ad api list` shows every resource API)"
+    )
+
+
 @account_app.command("get-access-token")
 def get_access_token(
     resource: Annotated[
@@ -328,6 +349,14 @@ def get_access_token(
         str | None,
         typer.Option(help="Scope instead of --resource, e.g. api://keyless/postgres/.default."),
     ] = None,
+    resource_type: Annotated[
+        str | None,
+        typer.Option(
+            "--resource-type",
+            help="As az's: arm (the management API) or oss-rdbms (PostgreSQL).",
+            show_default=False,
+        ),
+    ] = None,
     tenant: Annotated[
         str | None,
         typer.Option(help="The tenant the token must be for (as `az --tenant`; tools pass it)."),
@@ -336,6 +365,10 @@ def get_access_token(
     output: OutputOption = "json",
 ) -> None:
     """Print an access token for a resource, in the shape `az account get-access-token` prints."""
+    if resource_type is not None:
+        if resource or scope:
+            fail("use one of --resource, --resource-type and --scope")
+        resource = resource_for_type(resource_type)
     if resource and scope:
         fail("use --resource or --scope, not both")
     if scope is not None and len(scope.split()) != 1:

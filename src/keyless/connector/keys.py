@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import re
 
-CLIENT_TYPES = ("python", "django", "nodejs", "go", "java", "dotnet", "none")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+CLIENT_TYPES = (
+    "python", "django", "nodejs", "go", "java", "springboot", "php", "ruby", "dotnet", "none",
+)  # fmt: skip
+# Client types whose keys Keyless knows for PostgreSQL only (Azure's Service Connector,
+# "Integrate Azure Database for PostgreSQL with Service Connector").
+POSTGRES_ONLY = ("springboot", "php", "ruby")
+# Spring Cloud Azure's credential properties (springboot): Service Connector writes these
+# instead of AZURE_<TARGET>_CLIENTID/_TENANTID/_CLIENTSECRET.
+SPRING_CREDENTIAL = "spring.cloud.azure.credential."
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
 class KeyError_(ValueError):
@@ -52,6 +60,20 @@ def postgres_values(
             "CONNECTIONSTRING": f"host={host}{port_part} dbname={database} sslmode={sslmode} "
             f"user={role}"
         }
+    if client_type in ("php", "ruby"):
+        # Azure's PHP (native) and Ruby (ruby-pg) strings: libpq keywords, port included.
+        return {
+            "CONNECTIONSTRING": f"host={host} port={port} dbname={database} sslmode={sslmode} "
+            f"user={role}"
+        }
+    if client_type == "springboot":
+        # Whole property names, not key suffixes: Spring Boot reads them as they are.
+        return {
+            "spring.datasource.url": f"jdbc:postgresql://{host}:{port}/{database}"
+            f"?sslmode={sslmode}",
+            "spring.datasource.username": role,
+            "spring.datasource.passwordless-enabled": "true",
+        }
     if client_type == "java":
         return {
             "CONNECTIONSTRING": f"jdbc:postgresql://{host}:{port}/{database}?sslmode={sslmode}"
@@ -63,6 +85,38 @@ def postgres_values(
             f"Ssl Mode={_dotnet_ssl(sslmode)};User Id={role};"
         }
     raise KeyError_(f"client type {client_type!r} is not one of {', '.join(CLIENT_TYPES)}")
+
+
+def is_property(key: str) -> bool:
+    """A whole property name (springboot's `spring.datasource.url`), written unprefixed."""
+    return key.startswith("spring.")
+
+
+def identity_values(
+    client_type: str, prefix: str, auth_type: str, client_id: str, tenant_id: str
+) -> dict[str, str]:
+    """The keys that say which identity the app is (none for a system-assigned one)."""
+    if auth_type == "systemAssignedIdentity":
+        return {}
+    if client_type == "springboot":
+        if auth_type == "userAssignedIdentity":
+            return {
+                SPRING_CREDENTIAL + "client-id": client_id,
+                SPRING_CREDENTIAL + "managed-identity-enabled": "true",
+            }
+        return {
+            SPRING_CREDENTIAL + "client-id": client_id,
+            SPRING_CREDENTIAL + "tenant-id": tenant_id,
+        }
+    keys = {prefix + "CLIENTID": client_id}
+    if auth_type == "servicePrincipal":
+        keys[prefix + "TENANTID"] = tenant_id
+    return keys
+
+
+def secret_key(client_type: str, prefix: str, suffix: str) -> str:
+    """Where a service principal's secret reference goes."""
+    return SPRING_CREDENTIAL + "client-secret" if client_type == "springboot" else prefix + suffix
 
 
 def _dotnet_ssl(sslmode: str) -> str:
@@ -83,7 +137,7 @@ def parse_customized(items: list[str]) -> dict[str, str]:
         if not sep or not _KEY.match(old) or not _KEY.match(new):
             raise KeyError_(
                 f"--customized-keys {item[:80]!r} is not DEFAULT_KEY=NEW_KEY (letters, digits, "
-                "'_' and '.', starting with a letter or '_')"
+                "'_', '.' and '-', starting with a letter or '_')"
             )
         out[old] = new
     return out

@@ -16,8 +16,8 @@ from keyless.connector.target import (
     ProvisionContext,
     ValidationContext,
     configuration_check,
+    find_target,
     register,
-    sibling_path,
     skipped,
 )
 
@@ -35,8 +35,11 @@ class KeyVaultTarget:
     key_target = "KEYVAULT"
 
     def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
-        path = sibling_path(str(ctx.app["id"]), VAULT_TYPE, str(ctx.options["vault"]))
-        vault = plan.step(f"find vault {ctx.options['vault']!r}", lambda: ctx.api.call("GET", path))
+        given = str(ctx.options["vault"])
+        vault = plan.step(
+            f"find vault {given!r}",
+            lambda: find_target(ctx, VAULT_TYPE, given, "vault", "keyless vault list"),
+        )
         assignment = f"{vault['id']}{AUTHZ}/{uuid.uuid4()}"
         body = {"properties": {"roleDefinitionId": ROLE, "principalId": ctx.identity.principal_id}}
 

@@ -21,8 +21,8 @@ from keyless.connector.target import (
     ProvisionContext,
     ValidationContext,
     configuration_check,
+    find_target,
     register,
-    sibling_path,
     skipped,
 )
 from keyless.gateway.pgadmin import (
@@ -35,6 +35,7 @@ from keyless.gateway.pgadmin import (
     drop_role,
     first_line,
     grant_database,
+    is_keyless_role,
     release_database,
     role_exists,
 )
@@ -70,12 +71,22 @@ class PostgresTarget:
     def provision(self, ctx: ProvisionContext, plan: Plan) -> dict[str, Any]:
         database = str(ctx.options["database"])
         role = str(ctx.options.get("role") or default_role(ctx.connection))
-        path = sibling_path(str(ctx.app["id"]), SERVER_TYPE, str(ctx.options["server"]))
+        given = str(ctx.options["server"])
         server = plan.step(
-            f"find PostgreSQL server {ctx.options['server']!r}",
-            lambda: ctx.api.call("GET", path),
+            f"find PostgreSQL server {given!r}",
+            lambda: find_target(
+                ctx, SERVER_TYPE, given, "PostgreSQL server", "keyless postgres server list"
+            ),
         )
         mapping_path = f"{server['id']}/roleMappings/{role}"
+        mode = str(server["properties"].get("sslMode", "prefer"))
+        if mode in ("disable", "allow", "prefer"):
+            ctx.say(
+                f"warning: server {server['name']} is registered with sslMode {mode}: the app's "
+                "token may cross the network unencrypted, and a token is a credential until it "
+                "expires; serve TLS and register the server again with --ssl-mode require (or "
+                "verify-full)"
+            )
         admin = plan.step(
             f"log in to {server['name']} as its Keyless administrator",
             lambda: admin_session(ctx, server),
@@ -180,6 +191,23 @@ class PostgresTarget:
 
     def validate(self, ctx: ValidationContext) -> list[Check]:
         return _validate(ctx)
+
+
+def diagnose(ctx: ProvisionContext, target: dict[str, Any]) -> str | None:
+    """Why the connection's role cannot log in, as the server's Keyless administrator sees
+    it (what `validate`, which runs without the administrator's rights, cannot see), or None
+    if the role, its group and its database are in place."""
+    role, database = str(target["role"]), str(target["database"])
+    server = ctx.api.call("GET", str(target["id"]))
+    admin = admin_session(ctx, server)
+    where = f"on server {server['name']}"
+    if not role_exists(admin, role):
+        return f"role {role} does not exist {where}"
+    if not is_keyless_role(admin, role):
+        return f"role {role} {where} is no longer a member of {LOGIN_GROUP}"
+    if not database_exists(admin, database):
+        return f"database {database} does not exist {where}"
+    return None
 
 
 def _mapping(ctx: ProvisionContext, path: str) -> str | None:

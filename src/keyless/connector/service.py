@@ -15,7 +15,13 @@ from typing import Any
 from keyless.access.scopes import parse_scope
 from keyless.connector import clientsecret
 from keyless.connector.clientsecret import ClientSecret
-from keyless.connector.keys import apply_customized, prefixed
+from keyless.connector.keys import (
+    apply_customized,
+    identity_values,
+    is_property,
+    prefixed,
+    secret_key,
+)
 from keyless.connector.plan import Plan, StepFailed
 from keyless.connector.records import check_connection_name
 from keyless.connector.target import Identity, Management, ProvisionContext, VaultData, lookup
@@ -220,18 +226,12 @@ def create(
             )
         target_block = target.provision(ctx, plan)
         prefix = prefixed(target.key_target, connection if second else None)
-        keys = {prefix + k: v for k, v in target.configuration(ctx, target_block).items()}
-        if identity.auth_type != "systemAssignedIdentity":
-            keys[prefix + "CLIENTID"] = identity.client_id
-        if identity.auth_type == "servicePrincipal":
-            keys[prefix + "TENANTID"] = identity.tenant_id
-        if secret_block is not None:
-            keys[prefix + clientsecret.KEY] = clientsecret.reference(secret_block)
+        keys = write_keys(ctx, target, target_block, prefix, secret_block)
         if customized:
             keys = plan.step(
                 "rename keys (--customized-keys)", lambda: apply_customized(keys, customized)
             )
-        _write_settings(api, app_path, keys, plan)
+        write_settings(api, app_path, keys, plan)
         record = {
             "properties": {
                 "targetService": target_block,
@@ -266,9 +266,43 @@ def create(
             close()
 
 
-def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: Plan) -> None:
-    current = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
-    before = dict(current)
+def write_keys(
+    ctx: ProvisionContext,
+    target: Any,
+    target_block: dict[str, Any],
+    prefix: str,
+    secret_block: dict[str, Any] | None,
+) -> dict[str, str]:
+    """Every key the connection writes, before --customized-keys: the target's, then the
+    identity's, then the secret's reference."""
+    identity = ctx.identity
+    keys = {
+        (k if is_property(k) else prefix + k): v
+        for k, v in target.configuration(ctx, target_block).items()
+    }
+    keys.update(
+        identity_values(
+            ctx.client_type, prefix, identity.auth_type, identity.client_id, identity.tenant_id
+        )
+    )
+    if secret_block is not None:
+        keys[secret_key(ctx.client_type, prefix, clientsecret.KEY)] = clientsecret.reference(
+            secret_block
+        )
+    return keys
+
+
+def write_settings(
+    api: Management,
+    app_path: str,
+    keys: dict[str, str],
+    plan: Plan,
+    replacing: tuple[str, ...] | list[str] = (),
+) -> None:
+    """Write the connection's keys into the app's settings (a step, undone by restoring them
+    all), in place of `replacing` (its old keys); a key of another owner is never taken."""
+    before = dict(api.call("GET", app_path)["properties"].get("appSettings") or {})
+    current = {k: v for k, v in before.items() if k not in replacing}
 
     def write() -> None:
         clashes = [k for k in keys if k in current and current[k] != keys[k]]

@@ -120,6 +120,25 @@ def sibling_path(app_id: str, resource_type: str, target: str) -> str:
     return f"{group_id}/providers/{resource_type}/{target}"
 
 
+def find_target(
+    ctx: ProvisionContext, resource_type: str, given: str, what: str, lister: str
+) -> Any:
+    """The target resource, given as a name in the app's group or as a resource ID; a target
+    that is not there says how to name one in another resource group."""
+    path = sibling_path(str(ctx.app["id"]), resource_type, given)
+    try:
+        return ctx.api.call("GET", path)
+    except Exception as exc:
+        if "HTTP 404" not in str(exc):
+            raise
+        group = path.split("/resourceGroups/", 1)[-1].split("/", 1)[0]
+        raise ValueError(
+            f"no {what} {given.rstrip('/').rsplit('/', 1)[-1]!r} in resource group {group!r}; "
+            "for one in another resource group add --target-resource-group GROUP, or give its "
+            f"resource ID with --target-id (`{lister}` shows their IDs)"
+        ) from None
+
+
 def configuration_check(ctx: ValidationContext, fix: str) -> Check:
     """Every key the connection wrote is still in the app's settings."""
     keys = ctx.connection.get("configurationKeys", [])

@@ -171,8 +171,26 @@ def cluster_directory(data_dir: Path, name: str) -> Path:
     return ROOT_CLUSTERS / f"{name}-{digest}"
 
 
-def initialise(directory: Path, port: int | None = None) -> Cluster:
-    """initdb a new cluster in `directory` (which must not exist yet) and start it."""
+def _install_tls(
+    cluster: Cluster, account: pwd.struct_passwd | None, cert: bytes, key: bytes
+) -> dict[str, str]:
+    """The certificate and its key in the cluster's data directory (0600, the cluster's
+    account's: PostgreSQL refuses a key others may read); the settings that serve them."""
+    for name, data in (("server.crt", cert), ("server.key", key)):
+        path = cluster.data / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return {"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
+
+
+def initialise(
+    directory: Path, port: int | None = None, tls: tuple[bytes, bytes] | None = None
+) -> Cluster:
+    """initdb a new cluster in `directory` (which must not exist yet) and start it; with `tls`
+    (certificate PEM, private key PEM) it serves TLS with them."""
     if directory.exists():
         raise ClusterError(
             f"{directory} already exists; delete the server (`keyless postgres server delete`) "
@@ -205,6 +223,8 @@ def initialise(directory: Path, port: int | None = None) -> Cluster:
             "unix_socket_permissions": "0700",
             "max_connections": "200",
         }
+        if tls is not None:
+            settings.update(_install_tls(cluster, account, *tls))
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# keyless postgres server create\n")
             for key, value in settings.items():

@@ -144,6 +144,42 @@ def parse(setting: str, text: str, domain: VaultDomain) -> VaultReference:
     )
 
 
+AZURE_VAULT_SUFFIX = ".vault.azure.net"
+
+
+def azure_vault(uri: str) -> str | None:
+    """The vault NAME of an Azure Key Vault URI (`https://NAME.vault.azure.net/...`, as an app
+    copied from Azure holds), or None. Such a reference reads the Keyless vault NAME: the app's
+    token still goes only to this Keyless server."""
+    try:
+        parts = urlsplit(uri.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" or port not in (None, 443) or not host.endswith(AZURE_VAULT_SUFFIX):
+        return None
+    label = host[: -len(AZURE_VAULT_SUFFIX)]
+    return label if label and "." not in label else None
+
+
+def azure_notices(settings: dict[str, str]) -> list[str]:
+    """One line per setting whose vault reference names an Azure vault host, saying which
+    Keyless vault it reads (printed once: at `appsettings set` and at `app run`)."""
+    lines = []
+    for name, text in sorted(settings.items()):
+        if not looks_like_reference(text):
+            continue
+        match = re.search(r"SecretUri=([^;)\s]+)", text, re.IGNORECASE)
+        vault = azure_vault(match.group(1)) if match else None
+        if vault is not None:
+            lines.append(
+                f"app setting {name}: its reference names the Azure vault host "
+                f"{vault}{AZURE_VAULT_SUFFIX}; Keyless reads it from its own vault {vault}"
+            )
+    return lines
+
+
 def _vault_host(domain: VaultDomain) -> str:
     """`vault.localhost:8443`: what follows a vault's name in its host."""
     return domain.host + ("" if domain.port == 443 else f":{domain.port}")
@@ -162,6 +198,9 @@ def _parse_uri(
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         raise bad("SecretUri must have no user name, query or fragment")
     vault = domain.vault_of(parts.netloc) if domain.usable else None
+    if vault is None and domain.usable:
+        vault = azure_vault(uri)
+        port = domain.port if vault is not None else port
     if vault is None or port != domain.port:
         raise bad(
             f"SecretUri names the host {parts.netloc[:100]}, which is no vault of this Keyless "

@@ -170,9 +170,10 @@ def delete_group(
     ordered = sorted(
         resources, key=lambda r: (r.type.endswith("userAssignedIdentities"), -r.key.count("/"))
     )
+    assignments = 0
     for resource in ordered:
-        _delete_resource_row(session, resource)
-    assignments = _delete_assignments_within(session, group.key)
+        assignments += _delete_resource_row(session, resource)
+    assignments += _delete_assignments_within(session, group.key)
     session.delete(group)
     return {"deletedResources": len(resources), "deletedRoleAssignments": assignments}
 
@@ -491,25 +492,29 @@ def _detach_everywhere(session: Session, identity: Resource) -> None:
         session.delete(attachment)
 
 
-def _delete_resource_row(session: Session, resource: Resource) -> None:
+def _delete_resource_row(session: Session, resource: Resource) -> int:
+    """Delete a resource, its children, identities and role assignments; returns how many
+    role assignments went (at or below it, and those its identities held)."""
+    removed = 0
     resource_type = lookup(resource.type)
     if resource_type is not None and resource_type.before_delete is not None:
         resource_type.before_delete(session, resource)
     if resource.identity and "principalId" in resource.identity:
-        identities.delete_principal(session, resource.identity["principalId"])
+        removed += identities.delete_principal(session, resource.identity["principalId"])
     if resource.type == "Keyless.ManagedIdentity/userAssignedIdentities":
         _detach_everywhere(session, resource)
-        identities.delete_principal(session, resource.properties.get("principalId", ""))
+        removed += identities.delete_principal(session, resource.properties.get("principalId", ""))
     for child in session.scalars(select(Resource).where(Resource.parent_key == resource.key)).all():
-        _delete_resource_row(session, child)
+        removed += _delete_resource_row(session, child)
     session.execute(
         delete(IdentityAttachment).where(IdentityAttachment.resource_key == resource.key)
     )
-    _delete_assignments_within(session, resource.key)
+    removed += _delete_assignments_within(session, resource.key)
     session.delete(resource)
+    return removed
 
 
 def delete_resource(session: Session, tenant_id: str, scope: Scope) -> dict[str, Any]:
     resource = find_resource(session, tenant_id, scope)
-    _delete_resource_row(session, resource)
-    return {"deleted": resource.id}
+    assignments = _delete_resource_row(session, resource)
+    return {"deleted": resource.id, "deletedRoleAssignments": assignments}

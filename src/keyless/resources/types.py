@@ -54,7 +54,9 @@ def registered() -> list[str]:
 
 # ------------------------------------------------------------------------ Keyless.Web/apps
 
-_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+# '-' as in Spring Boot's property names (`spring.datasource.passwordless-enabled`), which
+# Service Connector writes for client type springboot.
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 MAX_SETTINGS = 200
 
 
@@ -67,8 +69,8 @@ def validate_app_settings(settings: object) -> dict[str, str]:
     for name, value in settings.items():
         if not isinstance(name, str) or not _SETTING_NAME.match(name):
             raise PropertiesError(
-                f"app setting name {str(name)[:60]!r} is not valid: use letters, digits, '_' "
-                "and '.', starting with a letter or '_'"
+                f"app setting name {str(name)[:60]!r} is not valid: use letters, digits, '_', "
+                "'.' and '-', starting with a letter or '_'"
             )
         if not isinstance(value, str) or len(value) > 8192 or "\x00" in value:
             raise PropertiesError(f"app setting {name} must be a string of at most 8 KiB")

@@ -22,6 +22,9 @@ _VARIADIC: dict[str, str | None] = {
     "--action": None,
     "--customized-keys": None,
     "--service-principal": None,
+    "--user-identity": None,
+    "--settings": None,
+    "--setting-names": None,
 }
 
 

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from keyless.cli import cleanup
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, fail, note, show
+from keyless.cli.output import fail, note, show
 from keyless.cli.resources.arm import AUTHZ, group_path, is_within, scope_key, subscription_of
 from keyless.cli.resources.az import (
     AzCommand,
@@ -18,6 +19,7 @@ from keyless.cli.resources.az import (
     TagsOption,
     parse_tags,
 )
+from keyless.cli.resources.kind import delete_with_cleanup
 
 group_app = typer.Typer(help="Resource groups.", no_args_is_help=True)
 
@@ -81,7 +83,7 @@ def group_delete(
     path = group_path(sub, name)
     if not yes:
         _confirm(data_dir, path)
-    emit(call(data_dir, "DELETE", path), output)
+    delete_with_cleanup(data_dir, path, output)
 
 
 def _confirm(data_dir: Any, path: str) -> None:
@@ -100,6 +102,7 @@ def _confirm(data_dir: Any, path: str) -> None:
         f"  {len(assignments)} role assignment(s) at or below it, and every role assignment "
         "held by the identities of these resources"
     )
+    lines += [f"  {line}" for line in cleanup.preview(data_dir, path)]
     note("\n".join(lines))
     if not sys.stdin.isatty():
         fail(

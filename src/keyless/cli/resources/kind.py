@@ -10,9 +10,10 @@ from typing import Any
 
 import typer
 
+from keyless.cli import cleanup
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption
-from keyless.cli.output import emit, show
+from keyless.cli.output import emit, fail, note, show
 from keyless.cli.resources.arm import list_resources, resource_path, subscription_of
 from keyless.cli.resources.az import (
     AzCommand,
@@ -40,6 +41,9 @@ class ResourceKind:
     delete_help: str
     row: Shape | None = None  # one flat `-o table` row, when the columns are not fields
     create_help: str | None = None  # a `create` that takes a location and tags, if any
+    # Whether things outside the store may hang off it (an app's connections): its delete then
+    # undoes them first, as `keyless app connection delete` does (keyless.cli.cleanup).
+    cleans_up: bool = False
 
 
 def add_commands(app: typer.Typer, kind: ResourceKind) -> None:
@@ -97,8 +101,23 @@ def add_commands(app: typer.Typer, kind: ResourceKind) -> None:
         output: OutputOption = "json",
     ) -> None:
         sub = subscription_of(data_dir, subscription)
-        emit(call(data_dir, "DELETE", resource_path(sub, group, kind.type_name, name)), output)
+        path = resource_path(sub, group, kind.type_name, name)
+        if kind.cleans_up:
+            delete_with_cleanup(data_dir, path, output)
+        else:
+            emit(call(data_dir, "DELETE", path), output)
 
     app.command("list", help=kind.list_help)(list_)
     app.command("show", help=kind.show_help)(show_)
     app.command("delete", help=kind.delete_help)(delete)
+
+
+def delete_with_cleanup(data_dir: Any, path: str, output: str) -> None:
+    """Undo what lives outside the store (a connection's database role...), then delete; the
+    answer says both. A failed cleanup deletes nothing more."""
+    try:
+        undone = cleanup.run(data_dir, path, note)
+    except ValueError as exc:
+        fail(f"{exc}; nothing else was deleted: fix it and run the delete again")
+    result = call(data_dir, "DELETE", path)
+    emit({**result, "reverted": undone}, output)

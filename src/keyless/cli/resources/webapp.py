@@ -67,6 +67,7 @@ APP = ResourceKind(
     show_help="One app.",
     delete_help="Delete an app: its system-assigned identity and that identity's role "
     "assignments go with it; user-assigned identities stay, detached from it.",
+    cleans_up=True,
 )
 
 
