@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, AccessIndex, Role
 from keyless.access.permissions import BUILT_IN_BY_ID, BUILT_IN_ROLES, PermissionError_, Permissions
-from keyless.access.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
+from keyless.base.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
+from keyless.base.vault_domain import SECRET_NAME
 from keyless.resources.manager import ResourceError, bad_request, find_group, find_resource
 from keyless.store.generation import bump_generation
 from keyless.store.models import (
@@ -26,7 +27,6 @@ from keyless.store.models import (
     Subscription,
     User,
 )
-from keyless.vault.domain import SECRET_NAME
 
 AUTHZ = "/providers/Keyless.Authorization"
 

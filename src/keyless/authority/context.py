@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
 from keyless.authority.masterkey import MasterKey
+from keyless.base.vault_domain import VaultDomain
 from keyless.store.grant_log import GrantLog
-from keyless.vault.domain import VaultDomain
 
 
 @dataclass

@@ -16,7 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import Scope
+from keyless.access.arm import ArmApi, Call
+from keyless.base.scopes import Scope
 from keyless.gateway import servers
 from keyless.gateway.mappings import (
     MappingError,
@@ -26,7 +27,6 @@ from keyless.gateway.mappings import (
     remove_mapping,
 )
 from keyless.resources.manager import ResourceError, bad_request, find_resource
-from keyless.server.arm import ArmApi, Call
 
 SERVER = (
     "/subscriptions/{subscription}/resourceGroups/{group}/providers/"

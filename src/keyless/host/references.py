@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from keyless.base.vault_domain import VaultDomain
 from keyless.host.endpoint import Fetch, TokenError
 from keyless.vault.client import SECRET_NAME, VAULT_NAME, VERSION, vault_error, vault_request
-from keyless.vault.domain import VaultDomain
 
 PREFIXES = ("@Keyless.Vault(", "@Microsoft.KeyVault(")
 VAULT_RESOURCE = "api://keyless/vault"

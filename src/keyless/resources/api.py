@@ -14,11 +14,11 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import ROOT, Scope, parse_scope
+from keyless.access.arm import ArmApi, Call
+from keyless.base.scopes import ROOT, Scope, parse_scope
 from keyless.resources import manager
 from keyless.resources.manager import ResourceError, resolve_type
 from keyless.resources.types import registered
-from keyless.server.arm import ArmApi, Call
 from keyless.store.models import Subscription
 
 SUBSCRIPTION_READ = "Keyless.Resources/subscriptions/read"

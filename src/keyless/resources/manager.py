@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, Decision
-from keyless.access.scopes import Scope, ScopeError, check_name, parse_scope, scope_key
+from keyless.base.scopes import Scope, ScopeError, check_name, parse_scope, scope_key
 from keyless.resources import identities
 from keyless.resources.types import PropertiesError, ResourceType, lookup, registered
 from keyless.store.generation import bump_generation

@@ -15,23 +15,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from keyless.access import api as access_api
+from keyless.access.arm import ArmApi
 from keyless.access.engine import AccessEngine
 from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
+from keyless.base.vault_domain import VaultDomain
 from keyless.connector import api as connector_api
 from keyless.gateway import api as gateway_api
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
 from keyless.resources import federation
-from keyless.server.arm import ArmApi
 from keyless.server.errors import ErrorBoundary
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
 from keyless.store.engine import open_engine
 from keyless.vault.api import VaultHosts, VaultService
-from keyless.vault.domain import VaultDomain
 from keyless.vault.resource import register_vault_type
 
 

@@ -34,15 +34,15 @@ from keyless.authority.tls import (
     server_certificate_needs_renewal,
     server_key_password,
 )
+from keyless.base import loop
+from keyless.base.vault_domain import tls_names_for
 from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
-from keyless.server import loop
 from keyless.server.app import authority_from_env, create_app
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
-from keyless.vault.domain import tls_names_for
 
 GATEWAY_HOST = "127.0.0.1"
 

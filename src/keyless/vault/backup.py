@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 
 from keyless.authority.masterkey import MasterKey, MasterKeyError
+from keyless.base.vault_domain import SECRET_NAME as _SECRET_NAME
+from keyless.base.vault_domain import VERSION as _VERSION
 from keyless.store import audit
 from keyless.store.models import VaultSecret, VaultSecretVersion
 from keyless.vault.crypto import open_value, seal_value
-from keyless.vault.domain import SECRET_NAME as _SECRET_NAME
-from keyless.vault.domain import VERSION as _VERSION
 from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
     MAX_TAGS,

@@ -22,11 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.access.engine import AccessEngine, AccessIndex, Decision
-from keyless.access.scopes import ScopeError, parse_scope
 from keyless.authority.context import Authority
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
+from keyless.base.body import BodyTooLarge, read_limited
+from keyless.base.scopes import ScopeError, parse_scope
 from keyless.resources.manager import Caller, ResourceError
-from keyless.server.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.models import Subscription
 
