@@ -12,8 +12,8 @@ from starlette.routing import Route
 from keyless.access import assignments
 from keyless.access.arm import ArmApi, Call
 from keyless.access.engine import AccessEngine
+from keyless.base.errors import ResourceError, bad_request
 from keyless.base.scopes import ROOT, is_within, parse_scope, scope_key
-from keyless.resources.manager import ResourceError, bad_request
 from keyless.store.models import RoleDefinition
 
 AUTHZ = "/providers/Keyless.Authorization"

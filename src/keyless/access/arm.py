@@ -25,12 +25,21 @@ from keyless.access.engine import AccessEngine, AccessIndex, Decision
 from keyless.authority.context import Authority
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.base.body import BodyTooLarge, read_limited
+from keyless.base.errors import ResourceError, arm_error
 from keyless.base.scopes import ScopeError, parse_scope
-from keyless.resources.manager import Caller, ResourceError
 from keyless.store import audit
 from keyless.store.models import Subscription
 
 MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, and how to ask whether they may perform an action at a scope."""
+
+    tenant_id: str
+    principal_id: str
+    check: Callable[[str, str], Decision]
 
 
 @dataclass
@@ -52,11 +61,6 @@ Handler = Callable[[Call], Any]
 ScopeOf = Callable[[Request], str]
 # An action may depend on the request (the resource type in the path): action_of(request).
 ActionOf = Callable[[Request], str]
-
-
-def arm_error(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
 class _Denied(Exception):

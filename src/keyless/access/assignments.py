@@ -14,10 +14,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, AccessIndex, Role
+from keyless.access.existence import require_group, require_resource
 from keyless.access.permissions import BUILT_IN_BY_ID, BUILT_IN_ROLES, PermissionError_, Permissions
+from keyless.base.errors import ResourceError, bad_request
 from keyless.base.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
 from keyless.base.vault_domain import SECRET_NAME
-from keyless.resources.manager import ResourceError, bad_request, find_group, find_resource
 from keyless.store.generation import bump_generation
 from keyless.store.models import (
     Group,
@@ -91,7 +92,7 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
             404, "SubscriptionNotFound", f"{scope.id()} is not a subscription of your tenant"
         )
     if scope.level == "resourceGroup":
-        find_group(session, tenant_id, scope.subscription or "", scope.resource_group or "")
+        require_group(session, tenant_id, scope.subscription or "", scope.resource_group or "")
     elif scope.level == "resource":
         parent = scope.parent()
         if scope.resource_type.lower() in DATA_SCOPES and parent is not None:
@@ -102,9 +103,9 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
                 raise bad_request(
                     f"{scope.name[:100]!r} is not a secret name (1-127 letters, digits, hyphens)"
                 )
-            find_resource(session, tenant_id, parent)
+            require_resource(session, tenant_id, parent)
         else:
-            find_resource(session, tenant_id, scope)
+            require_resource(session, tenant_id, scope)
 
 
 def put_role_definition(

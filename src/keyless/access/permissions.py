@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from keyless.base.roles import OWNER_ROLE_ID
+
 _ACTION = re.compile(r"^(\*|[A-Za-z][A-Za-z0-9.]*)(/[A-Za-z0-9.*]+)*$")
 
 
@@ -105,7 +107,7 @@ def _role(id_: str, name: str, description: str, **perms: list[str]) -> BuiltInR
 # IDs are Azure's own for the roles Azure has, so scripts that name roles by ID keep working.
 BUILT_IN_ROLES: tuple[BuiltInRole, ...] = (
     _role(
-        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        OWNER_ROLE_ID,
         "Owner",
         "Full access to manage all resources, including assigning roles.",
         actions=["*"],
@@ -181,4 +183,3 @@ BUILT_IN_ROLES: tuple[BuiltInRole, ...] = (
     ),
 )
 BUILT_IN_BY_ID = {r.id: r for r in BUILT_IN_ROLES}
-OWNER_ROLE_ID = BUILT_IN_ROLES[0].id

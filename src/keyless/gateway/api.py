@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from keyless.access.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
 from keyless.base.scopes import Scope
 from keyless.gateway import servers
 from keyless.gateway.mappings import (
@@ -26,7 +27,7 @@ from keyless.gateway.mappings import (
     list_mappings,
     remove_mapping,
 )
-from keyless.resources.manager import ResourceError, bad_request, find_resource
+from keyless.resources.manager import find_resource
 
 SERVER = (
     "/subscriptions/{subscription}/resourceGroups/{group}/providers/"

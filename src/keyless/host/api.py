@@ -18,8 +18,9 @@ from keyless.access.arm import ArmApi, Call
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError
 from keyless.authority.managed_identity import issue_for_identity
+from keyless.base.errors import ResourceError, bad_request
 from keyless.base.scopes import Scope, scope_key
-from keyless.resources.manager import ResourceError, bad_request, find_resource
+from keyless.resources.manager import find_resource
 from keyless.store.models import ServicePrincipal
 
 ACTION = "Keyless.Web/apps/identityToken/action"

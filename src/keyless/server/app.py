@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from keyless.access import api as access_api
 from keyless.access.arm import ArmApi
 from keyless.access.engine import AccessEngine
+from keyless.access.existence import register_lookups
 from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
@@ -26,7 +27,7 @@ from keyless.connector import api as connector_api
 from keyless.gateway import api as gateway_api
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
-from keyless.resources import federation
+from keyless.resources import federation, manager
 from keyless.server.errors import ErrorBoundary
 from keyless.server.maintenance import maintenance_loop
 from keyless.server.openapi import openapi_document
@@ -80,6 +81,8 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
     arm = ArmApi(authority, access)
     vault_domain = VaultDomain.from_endpoint(authority.endpoint)
     register_vault_type(vault_domain)
+    # Access checks that a role assignment's scope exists through the resources layer above it.
+    register_lookups(manager.find_group, manager.find_resource)
     vaults = VaultService(authority, access, vault_domain)
     all_routes: list[BaseRoute] = [
         healthz,

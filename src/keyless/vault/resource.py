@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from keyless.base.errors import ResourceError
 from keyless.base.vault_domain import VAULT_NAME, VaultDomain
-from keyless.resources.manager import ResourceError
 from keyless.resources.types import Properties, PropertiesError, ResourceType, register
 from keyless.store.models import Resource, Vault
 
