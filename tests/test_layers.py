@@ -1,0 +1,74 @@
+"""The layers of docs/architecture.md hold, and the contracts that enforce them really bite.
+
+`lint-imports` (import-linter) checks the contracts in pyproject.toml. Kept contracts prove
+little unless a broken one is caught, so the other tests copy the source tree, add one
+deliberately wrong import to the copy, and check that `lint-imports` fails and names it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(cwd: Path, src: Path) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH first: the copy is found before the installed (editable) keyless.
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(cwd / "pyproject.toml")],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def tree_with(tmp_path: Path, module: str, source: str) -> Path:
+    """A copy of src/keyless and pyproject.toml, plus one module `module` holding `source`."""
+    shutil.copytree(
+        ROOT / "src" / "keyless",
+        tmp_path / "src" / "keyless",
+        ignore=shutil.ignore_patterns("__pycache__", "migrations"),
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = tmp_path / "src" / Path(*module.split(".")).with_suffix(".py")
+    path.write_text(source)
+    return tmp_path
+
+
+def test_the_contracts_hold_on_the_tree() -> None:
+    result = lint_imports(ROOT, ROOT / "src")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "imported", "contract"),
+    [
+        # The bottom layer reaching for the composition at the top.
+        ("keyless.base._upward", "keyless.server.app", "Keyless parts import only"),
+        # The access layer reaching into the resources above it (what the lookup hook avoids).
+        ("keyless.access._upward", "keyless.resources.manager", "Keyless parts import only"),
+        # Two services of one layer that must stay independent.
+        ("keyless.vault._sideways", "keyless.gateway.names", "Keyless parts import only"),
+        # The client library importing server code.
+        ("keyless.identity._server", "keyless.base.errors", "keyless.identity, the client"),
+    ],
+)
+def test_a_wrong_import_breaks_a_contract(
+    tmp_path: Path, module: str, imported: str, contract: str
+) -> None:
+    tree = tree_with(tmp_path, module, f"import {imported}  # deliberately wrong\n")
+    result = lint_imports(tree, tree / "src")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{contract}" in result.stdout
+    assert "BROKEN" in result.stdout
+    # The report names the offending import, so whoever broke it knows where to look.
+    assert f"{module} -> {imported}" in result.stdout
