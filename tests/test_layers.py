@@ -7,6 +7,8 @@ deliberately wrong import to the copy, and check that `lint-imports` fails and n
 
 from __future__ import annotations
 
+import ast
+import builtins
 import shutil
 import subprocess
 import sys
@@ -72,3 +74,14 @@ def test_a_wrong_import_breaks_a_contract(
     assert "BROKEN" in result.stdout
     # The report names the offending import, so whoever broke it knows where to look.
     assert f"{module} -> {imported}" in result.stdout
+
+
+def test_no_class_is_named_like_a_builtin() -> None:
+    """`class PermissionError_` reads as the builtin at a glance and hides it from grep."""
+
+    shadowing = []
+    for path in (ROOT / "src" / "keyless").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and hasattr(builtins, node.name.strip("_")):
+                shadowing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert shadowing == []

@@ -15,7 +15,12 @@ from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, AccessIndex, Role
 from keyless.access.existence import require_group, require_resource
-from keyless.access.permissions import BUILT_IN_BY_ID, BUILT_IN_ROLES, PermissionError_, Permissions
+from keyless.access.permissions import (
+    BUILT_IN_BY_ID,
+    BUILT_IN_ROLES,
+    Permissions,
+    RolePermissionsError,
+)
 from keyless.base.errors import ResourceError, bad_request
 from keyless.base.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
 from keyless.base.vault_domain import SECRET_NAME
@@ -134,7 +139,7 @@ def put_role_definition(
         permissions = permissions[0]
     try:
         parsed = Permissions.from_json(permissions)
-    except PermissionError_ as exc:
+    except RolePermissionsError as exc:
         raise bad_request(str(exc)) from None
     scopes = props.get("assignableScopes") or [ROOT]
     if not isinstance(scopes, list) or not scopes or len(scopes) > 50:

@@ -19,7 +19,7 @@ from keyless.base.roles import OWNER_ROLE_ID
 _ACTION = re.compile(r"^(\*|[A-Za-z][A-Za-z0-9.]*)(/[A-Za-z0-9.*]+)*$")
 
 
-class PermissionError_(ValueError):
+class RolePermissionsError(ValueError):
     """A role definition's permissions are malformed."""
 
 
@@ -34,7 +34,7 @@ def matches(wildcard: str, action: str) -> bool:
 
 def check_action_pattern(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 256 or not _ACTION.match(value):
-        raise PermissionError_(
+        raise RolePermissionsError(
             f"{what} {str(value)[:100]!r} is not an action: write Namespace/type/operation, "
             "with * as a wildcard (e.g. Keyless.Web/apps/read, */read, *)"
         )
@@ -67,18 +67,20 @@ class Permissions:
     @classmethod
     def from_json(cls, body: object) -> Permissions:
         if not isinstance(body, dict):
-            raise PermissionError_("permissions must be an object with actions, notActions, ...")
+            raise RolePermissionsError(
+                "permissions must be an object with actions, notActions, ..."
+            )
         unknown = set(body) - {"actions", "notActions", "dataActions", "notDataActions"}
         if unknown:
-            raise PermissionError_(f"unknown permission fields: {', '.join(sorted(unknown))}")
+            raise RolePermissionsError(f"unknown permission fields: {', '.join(sorted(unknown))}")
         lists = []
         for key in ("actions", "notActions", "dataActions", "notDataActions"):
             values = body.get(key, [])
             if not isinstance(values, list) or len(values) > 200:
-                raise PermissionError_(f"{key} must be a list of at most 200 actions")
+                raise RolePermissionsError(f"{key} must be a list of at most 200 actions")
             lists.append(tuple(check_action_pattern(v, key) for v in values))
         if not lists[0] and not lists[2]:
-            raise PermissionError_("a role needs at least one action or data action")
+            raise RolePermissionsError("a role needs at least one action or data action")
         return cls(*lists)
 
 

@@ -22,7 +22,7 @@ from keyless.connector.target import Identity, Management, ProvisionContext, Vau
 IDENTITY_TYPE = "Keyless.ManagedIdentity/userAssignedIdentities"
 
 
-class ConnectionError_(ValueError):
+class ConnectionRequestError(ValueError):
     """The request cannot be carried out as given; nothing was changed."""
 
 
@@ -34,7 +34,7 @@ class AuthChoice:
 
     def __post_init__(self) -> None:
         if self.secret is not None and self.auth_type != "servicePrincipal":
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 "a client secret goes with --service-principal only: a managed identity gets "
                 "its tokens with no secret"
             )
@@ -88,7 +88,7 @@ def _resolve_identity(
         )["value"]
         match = [r for r in found if str(r["properties"].get("clientId", "")).lower() == client_id]
         if not match:
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 f"no user-assigned identity with client ID {auth.client_id} in this subscription "
                 "(`keyless identity list` shows them)"
             )
@@ -126,7 +126,7 @@ def _reference_identity(
         for resource_id, info in users.items():
             if resource_id.lower() == named.lower():
                 return str(info["principalId"]), f"the app's reference identity {resource_id}"
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             f"the app's keyVaultReferenceIdentity names {named}, which is not assigned to the "
             "app, so `keyless app run` could not read the client secret; assign it (`keyless app "
             "identity assign`) or name another (`keyless app create --key-vault-reference-"
@@ -152,7 +152,7 @@ def _check_secret(ctx: ProvisionContext, plan: Plan, secret: ClientSecret) -> No
     reset credential is caught here, not at the app's first start)."""
     check = ctx.check_secret
     if check is None:
-        raise ConnectionError_("this client cannot check a client secret")
+        raise ConnectionRequestError("this client cannot check a client secret")
     identity = ctx.identity
     plan.step(
         f"check that the secret signs in service principal {identity.client_id}",
@@ -185,7 +185,7 @@ def create(
     app = api.call("GET", app_path)
     existing = _connections(api, app_path)
     if any(c["name"].lower() == connection.lower() for c in existing):
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             f"the app already has a connection named {connection!r}; delete it first or choose "
             "another --connection"
         )
@@ -270,7 +270,7 @@ def _write_settings(api: Management, app_path: str, keys: dict[str, str], plan: 
     def write() -> None:
         clashes = [k for k in keys if k in current and current[k] != keys[k]]
         if clashes:
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 f"the app already has settings {', '.join(clashes)} with other values; rename "
                 "this connection's keys with --customized-keys KEY=NEW_KEY, or remove them"
             )
