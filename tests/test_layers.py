@@ -85,3 +85,43 @@ def test_no_class_is_named_like_a_builtin() -> None:
             if isinstance(node, ast.ClassDef) and hasattr(builtins, node.name.strip("_")):
                 shadowing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert shadowing == []
+
+
+# Control flow between two functions of one part, never shown to anyone: not errors.
+SIGNALS = {"keyless.authority.federation.FetchNeeded", "keyless.host.sock_diag.Unavailable"}
+
+
+def test_every_error_derives_from_keyless_error() -> None:
+    """One hierarchy: a boundary can catch every deliberate refusal with `except KeylessError`,
+    and each carries the HTTP status and the code a client branches on."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import keyless
+    from keyless.base.errors import KeylessError
+
+    outside = []
+    for info in pkgutil.walk_packages(keyless.__path__, "keyless."):
+        if info.name.startswith(("keyless.identity", "keyless.store.migrations")):
+            continue  # the client library stands alone; migrations are scripts
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not name.startswith("_")
+                and f"{info.name}.{name}" not in SIGNALS
+                and not issubclass(value, KeylessError)
+            ):
+                outside.append(f"{info.name}.{name}")
+    assert outside == []
+    # The classes carry their status and code; an instance may narrow them.
+    from keyless.authority.errors import invalid_client
+    from keyless.base.scopes import ScopeError
+
+    assert (ScopeError.status, ScopeError.code) == (400, "InvalidResourceId")
+    error = invalid_client("no such client", 700016)
+    assert isinstance(error, KeylessError)
+    assert (error.status, error.code) == (401, 700016)

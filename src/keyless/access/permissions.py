@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from keyless.base.errors import KeylessError
 from keyless.base.roles import OWNER_ROLE_ID
 
 _ACTION = re.compile(r"^(\*|[A-Za-z][A-Za-z0-9.]*)(/[A-Za-z0-9.*]+)*$")
 
 
-class RolePermissionsError(ValueError):
+class RolePermissionsError(KeylessError, ValueError):
     """A role definition's permissions are malformed."""
 
 

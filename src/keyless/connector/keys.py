@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 
+from keyless.base.errors import KeylessError
+
 CLIENT_TYPES = ("python", "django", "nodejs", "go", "java", "dotnet", "none")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
 
 
-class ConfigurationKeyError(ValueError):
+class ConfigurationKeyError(KeylessError, ValueError):
     """A customized key is malformed or names a key the connection does not write."""
 
 

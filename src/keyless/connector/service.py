@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.base.errors import KeylessError
 from keyless.connector import clientsecret
 from keyless.connector.clientsecret import ClientSecret
 from keyless.connector.keys import apply_customized, prefixed
@@ -22,7 +23,7 @@ from keyless.connector.target import Identity, Management, ProvisionContext, Vau
 IDENTITY_TYPE = "Keyless.ManagedIdentity/userAssignedIdentities"
 
 
-class ConnectionRequestError(ValueError):
+class ConnectionRequestError(KeylessError, ValueError):
     """The request cannot be carried out as given; nothing was changed."""
 
 

@@ -35,6 +35,7 @@ from keyless.authority.tls import (
     server_key_password,
 )
 from keyless.base import loop
+from keyless.base.errors import KeylessError
 from keyless.base.vault_domain import tls_names_for
 from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
@@ -47,7 +48,7 @@ from keyless.store.models import SigningKey, Tenant
 GATEWAY_HOST = "127.0.0.1"
 
 
-class ServeError(RuntimeError):
+class ServeError(KeylessError, RuntimeError):
     """The server cannot start; the message says what to do."""
 
 

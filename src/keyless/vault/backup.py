@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 
 from keyless.authority.masterkey import MasterKey, MasterKeyError
+from keyless.base.errors import KeylessError
 from keyless.base.vault_domain import SECRET_NAME as _SECRET_NAME
 from keyless.base.vault_domain import VERSION as _VERSION
 from keyless.store import audit
@@ -59,7 +60,7 @@ _HEADER = struct.Struct(">4sB16sH")  # magic, format, tenant fingerprint, sealed
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
 
-class BackupError(ValueError):
+class BackupError(KeylessError, ValueError):
     """A blob that is no backup this vault can restore; the message says why."""
 
 
