@@ -23,7 +23,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 def lint_imports(cwd: Path, src: Path) -> subprocess.CompletedProcess[str]:
     # PYTHONPATH first: the copy is found before the installed (editable) keyless.
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(cwd / "pyproject.toml")],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(cwd / "pyproject.toml")],
         cwd=cwd,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src)},
         capture_output=True,
