@@ -12,6 +12,7 @@ import builtins
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,18 @@ def test_every_error_derives_from_keyless_error() -> None:
     error = invalid_client("no such client", 700016)
     assert isinstance(error, KeylessError)
     assert (error.status, error.code) == (401, 700016)
+
+
+def test_scope_checks_refuse_until_the_resources_layer_registers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """access asks resources whether a scope exists through a hook the server fills; a server
+    composed without it must refuse assignments, not let one through at an unchecked scope."""
+    from keyless.access import existence
+    from keyless.base.scopes import parse_scope
+
+    monkeypatch.setattr(existence, "_registered", None)
+    scope = parse_scope(f"/subscriptions/{uuid.uuid4()}/resourceGroups/g")
+    with pytest.raises(existence.LookupsMissing, match=r"keyless\.server\.app\.create_app") as err:
+        existence.require_resource(None, "tenant", scope)  # type: ignore[arg-type]
+    assert err.value.status == 500
