@@ -73,7 +73,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from keyless.access.engine import ACCESS_GENERATION, AccessEngine, AccessIndex  # noqa: E402
 from keyless.access.permissions import BUILT_IN_ROLES, Permissions  # noqa: E402
-from keyless.access.scopes import is_within, scope_key  # noqa: E402
+from keyless.base.scopes import is_within, scope_key  # noqa: E402
 from keyless.store import audit  # noqa: E402
 from keyless.store.engine import open_engine  # noqa: E402
 from keyless.store.generation import GENERATION, bump_generation  # noqa: E402

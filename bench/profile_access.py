@@ -55,7 +55,7 @@ from keyless.access.engine import (
     Decision,
     Grant,
 )
-from keyless.access.scopes import ROOT, scope_key
+from keyless.base.scopes import ROOT, scope_key
 from keyless.store.generation import GENERATION, read_generation
 from keyless.store.models import GroupMember, RoleAssignment, StoreState
 
@@ -210,7 +210,7 @@ def api_handler_profile(n: int, args: argparse.Namespace, args_top: int = 25) ->
 
     import httpx
 
-    import keyless.server.arm as arm_module
+    import keyless.access.arm as arm_module
     from keyless.authority.context import Authority
     from keyless.authority.masterkey import MasterKey
     from keyless.server.app import create_app

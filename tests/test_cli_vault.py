@@ -203,8 +203,8 @@ def test_secret_backup_to_a_0600_file_and_restore_into_another_vault(
 
 def test_list_follows_every_page(keyless_server: KeylessServer, vault: dict[str, Any]) -> None:
     """More secrets than a page holds (25): `secret list` shows them all, each once."""
+    from keyless.base.vault_domain import VaultDomain
     from keyless.vault.client import vault_request
-    from keyless.vault.domain import VaultDomain
 
     server, name = keyless_server, vault["name"]
     token = kl(server, "account get-access-token --resource api://keyless/vault")["accessToken"]

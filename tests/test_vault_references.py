@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from keyless.base.vault_domain import VaultDomain
 from keyless.host import references
 from keyless.vault.client import vault_request
-from keyless.vault.domain import VaultDomain
 from tests.support.server import KEYLESS, KeylessServer
 from tests.test_host import (
     PYTHON,

@@ -2,6 +2,6 @@
 decision function every part calls."""
 
 from keyless.access.engine import AccessEngine, AccessIndex, Decision
-from keyless.access.scopes import Scope, ScopeError, parse_scope
+from keyless.base.scopes import Scope, ScopeError, parse_scope
 
 __all__ = ["AccessEngine", "AccessIndex", "Decision", "Scope", "ScopeError", "parse_scope"]

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from keyless.access import assignments
+from keyless.access.arm import ArmApi, Call
 from keyless.access.engine import AccessEngine
 from keyless.access.permissions import role_name
-from keyless.access.scopes import ROOT, is_within, parse_scope, scope_key
-from keyless.resources.manager import ResourceError, bad_request
-from keyless.server.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import ROOT, is_within, parse_scope, scope_key
 from keyless.store.models import RoleDefinition
 
 AUTHZ = "/providers/Keyless.Authorization"

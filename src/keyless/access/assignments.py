@@ -15,15 +15,17 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from keyless.access.engine import ACCESS_GENERATION, AccessIndex, Role
+from keyless.access.existence import require_group, require_resource
 from keyless.access.permissions import (
     BUILT_IN_BY_ID,
     BUILT_IN_ROLES,
-    PermissionError_,
     Permissions,
+    RolePermissionsError,
     role_name,
 )
-from keyless.access.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
-from keyless.resources.manager import ResourceError, bad_request, find_group, find_resource
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import ROOT, Scope, ScopeError, is_within, parse_scope, scope_key
+from keyless.base.vault_domain import SECRET_NAME
 from keyless.store.generation import bump_generation
 from keyless.store.models import (
     Group,
@@ -33,7 +35,6 @@ from keyless.store.models import (
     Subscription,
     User,
 )
-from keyless.vault.domain import SECRET_NAME
 
 AUTHZ = "/providers/Keyless.Authorization"
 
@@ -100,7 +101,7 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
             404, "SubscriptionNotFound", f"{scope.id()} is not a subscription of your tenant"
         )
     if scope.level == "resourceGroup":
-        find_group(session, tenant_id, scope.subscription or "", scope.resource_group or "")
+        require_group(session, tenant_id, scope.subscription or "", scope.resource_group or "")
     elif scope.level == "resource":
         parent = scope.parent()
         if scope.resource_type.lower() in DATA_SCOPES and parent is not None:
@@ -111,9 +112,9 @@ def check_scope_exists(session: Session, tenant_id: str, scope: Scope) -> None:
                 raise bad_request(
                     f"{scope.name[:100]!r} is not a secret name (1-127 letters, digits, hyphens)"
                 )
-            find_resource(session, tenant_id, parent)
+            require_resource(session, tenant_id, parent)
         else:
-            find_resource(session, tenant_id, scope)
+            require_resource(session, tenant_id, scope)
 
 
 def put_role_definition(
@@ -142,7 +143,7 @@ def put_role_definition(
         permissions = permissions[0]
     try:
         parsed = Permissions.from_json(permissions)
-    except PermissionError_ as exc:
+    except RolePermissionsError as exc:
         raise bad_request(str(exc)) from None
     scopes = props.get("assignableScopes") or [ROOT]
     if not isinstance(scopes, list) or not scopes or len(scopes) > 50:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from sqlalchemy import Engine, select
 
 from keyless.access.permissions import BUILT_IN_ROLES, Permissions
-from keyless.access.scopes import ROOT, scope_key
+from keyless.base.scopes import ROOT, scope_key
 from keyless.store.generation import ACCESS_GENERATION, read_generations
 from keyless.store.models import GroupMember, RoleAssignment, RoleDefinition
 

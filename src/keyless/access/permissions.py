@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from keyless.base.errors import KeylessError
+from keyless.base.roles import OWNER_ROLE_ID
+
 _ACTION = re.compile(r"^(\*|[A-Za-z][A-Za-z0-9.]*)(/[A-Za-z0-9.*]+)*$")
 
 
-class PermissionError_(ValueError):
+class RolePermissionsError(KeylessError, ValueError):
     """A role definition's permissions are malformed."""
 
 
@@ -32,7 +35,7 @@ def matches(wildcard: str, action: str) -> bool:
 
 def check_action_pattern(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 256 or not _ACTION.match(value):
-        raise PermissionError_(
+        raise RolePermissionsError(
             f"{what} {str(value)[:100]!r} is not an action: write Namespace/type/operation, "
             "with * as a wildcard (e.g. Keyless.Web/apps/read, */read, *)"
         )
@@ -65,18 +68,20 @@ class Permissions:
     @classmethod
     def from_json(cls, body: object) -> Permissions:
         if not isinstance(body, dict):
-            raise PermissionError_("permissions must be an object with actions, notActions, ...")
+            raise RolePermissionsError(
+                "permissions must be an object with actions, notActions, ..."
+            )
         unknown = set(body) - {"actions", "notActions", "dataActions", "notDataActions"}
         if unknown:
-            raise PermissionError_(f"unknown permission fields: {', '.join(sorted(unknown))}")
+            raise RolePermissionsError(f"unknown permission fields: {', '.join(sorted(unknown))}")
         lists = []
         for key in ("actions", "notActions", "dataActions", "notDataActions"):
             values = body.get(key, [])
             if not isinstance(values, list) or len(values) > 200:
-                raise PermissionError_(f"{key} must be a list of at most 200 actions")
+                raise RolePermissionsError(f"{key} must be a list of at most 200 actions")
             lists.append(tuple(check_action_pattern(v, key) for v in values))
         if not lists[0] and not lists[2]:
-            raise PermissionError_("a role needs at least one action or data action")
+            raise RolePermissionsError("a role needs at least one action or data action")
         return cls(*lists)
 
 
@@ -105,7 +110,7 @@ def _role(id_: str, name: str, description: str, **perms: list[str]) -> BuiltInR
 # IDs are Azure's own for the roles Azure has, so scripts that name roles by ID keep working.
 BUILT_IN_ROLES: tuple[BuiltInRole, ...] = (
     _role(
-        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        OWNER_ROLE_ID,
         "Owner",
         "Full access to manage all resources, including assigning roles.",
         actions=["*"],
@@ -194,6 +199,3 @@ AZURE_ROLE_NAMES = {
 def role_name(ref: str) -> str:
     """Keyless's name for a role Azure spells otherwise; any other reference unchanged."""
     return AZURE_ROLE_NAMES.get(ref.strip().lower(), ref)
-
-
-OWNER_ROLE_ID = BUILT_IN_ROLES[0].id

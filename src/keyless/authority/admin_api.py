@@ -27,7 +27,7 @@ from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.directory import DirectoryError
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
-from keyless.server.body import BodyTooLarge, read_limited
+from keyless.base.body import BodyTooLarge, read_limited
 from keyless.store import audit
 from keyless.store.generation import bump_generation
 from keyless.store.models import ResourceApi, ServicePrincipal, SigningKey, Tenant, User

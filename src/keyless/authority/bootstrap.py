@@ -16,9 +16,6 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from keyless.access.engine import ACCESS_GENERATION
-from keyless.access.permissions import OWNER_ROLE_ID
-from keyless.access.scopes import ROOT
 from keyless.authority import keys
 from keyless.authority.config import DataDir, ServerConfig
 from keyless.authority.masterkey import MasterKey
@@ -30,11 +27,13 @@ from keyless.authority.tls import (
     server_certificate_names,
     server_certificate_needs_renewal,
 )
+from keyless.base.roles import OWNER_ROLE_ID
+from keyless.base.scopes import ROOT
+from keyless.base.vault_domain import tls_names_for
 from keyless.store.engine import open_engine
-from keyless.store.generation import bump_generation
+from keyless.store.generation import ACCESS_GENERATION, bump_generation
 from keyless.store.migrate import upgrade
 from keyless.store.models import ResourceApi, RoleAssignment, Subscription, Tenant, User
-from keyless.vault.domain import tls_names_for
 
 # The audiences every tenant starts with. The first URI is the canonical `aud`; the rest are the
 # names Azure-written code asks for, mapped to the same resource (docs/design.md "Tokens").

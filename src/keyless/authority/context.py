@@ -11,9 +11,9 @@ from keyless.authority.cache import AuthorityCache
 from keyless.authority.federation import IssuerKeys
 from keyless.authority.keys import JWKS_MAX_AGE_S, jwks_max_age_from_env
 from keyless.authority.masterkey import MasterKey
+from keyless.base.vault_domain import VaultDomain
 from keyless.store.grant_log import GrantLog
 from keyless.store.refusal_audit import RefusalAudit
-from keyless.vault.domain import VaultDomain
 
 
 @dataclass

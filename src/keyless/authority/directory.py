@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from keyless.authority.client_auth import hash_secret
 from keyless.authority.principal_hooks import principal_removed
+from keyless.base.errors import KeylessError
 from keyless.store.generation import ACCESS_GENERATION, bump_generation
 from keyless.store.models import (
     Application,
@@ -43,8 +44,10 @@ _FIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class DirectoryError(Exception):
+class DirectoryError(KeylessError):
     """A directory request that cannot be carried out; nothing was written."""
+
+    code: str
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)

@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.base.errors import KeylessError
+
 # Keyless error codes; docs/errors.md lists each with what to do about it.
 TENANT_NOT_FOUND = 90002
 MALFORMED_REQUEST = 90014
@@ -53,7 +55,7 @@ UNSUPPORTED_TOKEN_TYPE = 810007
 
 
 @dataclass
-class OAuthError(Exception):
+class OAuthError(KeylessError):
     error: str
     description: str
     code: int

@@ -19,13 +19,15 @@ import httpx
 from jwt import PyJWKSet
 from jwt.exceptions import PyJWKSetError
 
+from keyless.base.errors import KeylessError
+
 _TTL_S = 600.0
 _REFETCH_AFTER_S = 5.0
 _MAX_DOCUMENT_BYTES = 256 * 1024
 _TIMEOUT = httpx.Timeout(5.0)
 
 
-class FederationError(Exception):
+class FederationError(KeylessError):
     """The issuer's keys could not be had; the message says which step failed and why."""
 
 

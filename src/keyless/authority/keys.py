@@ -30,6 +30,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from keyless.authority.masterkey import MasterKey
+from keyless.base.errors import KeylessError
 from keyless.store.generation import bump_generation
 from keyless.store.models import SigningKey, Tenant
 
@@ -103,8 +104,11 @@ def create_initial_keys(session: Session, master: MasterKey, tenant_id: str) -> 
     bump_generation(session)
 
 
-class RotationConflict(RuntimeError):
+class RotationConflict(KeylessError, RuntimeError):
     """Another process rotated the same tenant's keys at the same moment; nothing was changed."""
+
+    status = 409
+    code = "Conflict"
 
 
 @dataclass(frozen=True)

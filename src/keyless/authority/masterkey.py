@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from keyless.base.errors import KeylessError
+
 _FORMAT = b"\x01"
 _NONCE_BYTES = 12
 
 
-class MasterKeyError(RuntimeError):
+class MasterKeyError(KeylessError, RuntimeError):
     """The master key is missing, unreadable or does not open what it should."""
 
 

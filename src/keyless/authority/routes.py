@@ -19,7 +19,7 @@ from keyless.authority.oauth_form import MAX_FORM_BODY, parse_form
 from keyless.authority.sessions import DEVICE_CODE_GRANT, REFRESH_GRANT, DeveloperSignIn
 from keyless.authority.token_endpoint import TokenEndpoint, parse_basic_auth
 from keyless.authority.token_route import TokenRoute
-from keyless.server.body import BodyTooLarge, read_limited
+from keyless.base.body import BodyTooLarge, read_limited
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

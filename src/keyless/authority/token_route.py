@@ -34,7 +34,7 @@ from keyless.authority.token_endpoint import (
     TokenRequest,
     parse_basic_auth,
 )
-from keyless.server.body import BodyTooLarge, receive_limited
+from keyless.base.body import BodyTooLarge, receive_limited
 from keyless.store.grant_log import wait_for_commit_async
 
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]

@@ -24,6 +24,7 @@ import jwt
 from keyless.authority.cache import Snapshot
 from keyless.authority.context import Authority
 from keyless.authority.principal_state import refusal
+from keyless.base.errors import KeylessError
 
 LEEWAY_S = 60
 # Bounds the memory of remembered tokens per snapshot; when full it starts again.
@@ -39,9 +40,12 @@ SIGNATURE_ONLY: jwt.types.Options = {
 }
 
 
-class InvalidToken(Exception):
+class InvalidToken(KeylessError):
     """The bearer token is not acceptable; the message says why without repeating it, and
     `code` names the check that failed (for audit records: `expired`, `wrong_audience`...)."""
+
+    status = 401
+    code: str
 
     def __init__(self, message: str, code: str = "invalid_token") -> None:
         super().__init__(message)

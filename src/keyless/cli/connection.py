@@ -231,9 +231,14 @@ def run_create(
     options: dict[str, Any],
     customized: list[str] | None,
 ) -> None:
-    from keyless.connector.keys import CLIENT_TYPES, POSTGRES_ONLY, KeyError_, parse_customized
+    from keyless.connector.keys import (
+        CLIENT_TYPES,
+        POSTGRES_ONLY,
+        ConfigurationKeyError,
+        parse_customized,
+    )
     from keyless.connector.plan import StepFailed
-    from keyless.connector.service import ConnectionError_, create
+    from keyless.connector.service import ConnectionRequestError, create
     from keyless.resources.types import PropertiesError
 
     if client_type not in CLIENT_TYPES:
@@ -260,7 +265,13 @@ def run_create(
             vault_data=VaultData(data_dir),
             check_secret=check_secret(client),
         )
-    except (StepFailed, ConnectionError_, KeyError_, PropertiesError, CliError) as exc:
+    except (
+        StepFailed,
+        ConnectionRequestError,
+        ConfigurationKeyError,
+        PropertiesError,
+        CliError,
+    ) as exc:
         fail(str(exc))
     emit(result)
 

@@ -35,9 +35,9 @@ def _run_change(
     auth: Any,
 ) -> None:
     from keyless.connector.change import change
-    from keyless.connector.keys import CLIENT_TYPES, KeyError_
+    from keyless.connector.keys import CLIENT_TYPES, ConfigurationKeyError
     from keyless.connector.plan import StepFailed
-    from keyless.connector.service import ConnectionError_
+    from keyless.connector.service import ConnectionRequestError
     from keyless.gateway.pgadmin import PgAdminError
     from keyless.resources.types import PropertiesError
 
@@ -54,7 +54,13 @@ def _run_change(
             say=note,
             vault_data=VaultData(data_dir),
         )
-    except (StepFailed, ConnectionError_, KeyError_, PgAdminError, PropertiesError) as exc:
+    except (
+        StepFailed,
+        ConnectionRequestError,
+        ConfigurationKeyError,
+        PgAdminError,
+        PropertiesError,
+    ) as exc:
         fail(str(exc))
     except CliError as exc:
         fail(f"{exc}; nothing was changed")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from keyless.base.vault_domain import VaultDomain
 from keyless.cli.options import DataDirOption, paths_for
 from keyless.cli.output import fail, note
 from keyless.cli.resources import (
@@ -38,7 +39,6 @@ from keyless.host.runner import (
     run_child,
     serve_endpoint,
 )
-from keyless.vault.domain import VaultDomain
 
 
 def _fetcher(client: ApiClient, app_path: str) -> Any:

@@ -25,6 +25,7 @@ import httpx
 import jwt
 
 from keyless.authority.config import DataDir, ServerConfig
+from keyless.base.errors import KeylessError
 
 _REFRESH_MARGIN_S = 120
 # The Keyless CLI's public client ID (keyless.authority.sessions.CLI_APP_ID), kept here so the
@@ -38,7 +39,7 @@ NOT_SIGNED_IN = (
 )
 
 
-class CliError(Exception):
+class CliError(KeylessError):
     """Something the user can fix; the message says how."""
 
 

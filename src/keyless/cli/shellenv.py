@@ -146,9 +146,9 @@ def _tenant_and_vaults(paths: DataDir, endpoint: str) -> tuple[str, list[str]]:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
+    from keyless.base.vault_domain import VaultDomain
     from keyless.store.engine import open_engine
     from keyless.store.models import Tenant, Vault
-    from keyless.vault.domain import VaultDomain
 
     engine = open_engine(ServerConfig.load_or_default(paths).effective_store_url(paths))
     try:

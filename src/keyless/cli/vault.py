@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
+from keyless.base.vault_domain import VaultDomain
 from keyless.cli.admin import call
 from keyless.cli.options import DataDirOption, OutputOption, paths_for
 from keyless.cli.output import fail, note
@@ -56,7 +57,6 @@ from keyless.vault.client import (
     vault_error,
     vault_request,
 )
-from keyless.vault.domain import VaultDomain
 
 vault_app = typer.Typer(help="Vaults and their secrets.", no_args_is_help=True)
 secret_app = typer.Typer(help="A vault's secrets (its data plane).", no_args_is_help=True)

@@ -16,14 +16,15 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import Scope, scope_key
+from keyless.access.arm import ArmApi, Call
 from keyless.authority.context import Authority
 from keyless.authority.managed_identity import issue_for_identity
+from keyless.base.errors import ResourceError
+from keyless.base.scopes import Scope, scope_key
 from keyless.connector import clientsecret, records
 from keyless.connector.target import ValidationContext, lookup
 from keyless.resources import manager
-from keyless.resources.manager import ResourceError, find_resource
-from keyless.server.arm import ArmApi, Call
+from keyless.resources.manager import find_resource
 from keyless.store.models import (
     DatabaseRoleMapping,
     Resource,

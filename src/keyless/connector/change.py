@@ -18,7 +18,7 @@ from keyless.connector.keys import prefixed
 from keyless.connector.plan import Plan, StepFailed
 from keyless.connector.service import (
     AuthChoice,
-    ConnectionError_,
+    ConnectionRequestError,
     _resolve_identity,
     write_keys,
     write_settings,
@@ -64,17 +64,17 @@ def change(
     kind = str(props["targetService"]["type"])
     target = lookup(kind)
     if auth is not None and auth.secret is not None:
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             "a new --secret is kept by `connection create`: delete this connection and create "
             "it again with the secret"
         )
     if auth is not None and props.get("secretStore"):
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             "this connection keeps a service principal's secret; to connect as another "
             "identity, delete it and create it again"
         )
     if auth is not None and kind != "postgres":
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             f"changing the identity of a {kind} connection is not supported: delete it and "
             "create it again with the new identity"
         )
@@ -113,7 +113,7 @@ def change(
             recorded
         )
         if renamed and (client_type is not None or auth is not None):
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 "its keys were renamed when it was created (--customized-keys), so new ones "
                 "cannot be written in their place; delete the connection and create it again"
             )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyless.base.errors import KeylessError
 from keyless.connector.plan import Plan
 from keyless.connector.target import (
     Check,
@@ -46,7 +47,7 @@ WRITER_ACTIONS = {
 MAX_LENGTH = 25 * 1024  # the vault's limit on a value
 
 
-class SecretError(ValueError):
+class SecretError(KeylessError, ValueError):
     """The secret cannot be stored as asked; nothing was changed."""
 
 

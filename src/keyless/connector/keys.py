@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from keyless.base.errors import KeylessError
+
 CLIENT_TYPES = (
     "python", "django", "nodejs", "go", "java", "springboot", "php", "ruby", "dotnet", "none",
 )  # fmt: skip
@@ -22,7 +24,7 @@ SPRING_CREDENTIAL = "spring.cloud.azure.credential."
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
-class KeyError_(ValueError):
+class ConfigurationKeyError(KeylessError, ValueError):
     """A customized key is malformed or names a key the connection does not write."""
 
 
@@ -84,7 +86,9 @@ def postgres_values(
             "CONNECTIONSTRING": f"Server={host};Database={database};Port={port};"
             f"Ssl Mode={_dotnet_ssl(sslmode)};User Id={role};"
         }
-    raise KeyError_(f"client type {client_type!r} is not one of {', '.join(CLIENT_TYPES)}")
+    raise ConfigurationKeyError(
+        f"client type {client_type!r} is not one of {', '.join(CLIENT_TYPES)}"
+    )
 
 
 def is_property(key: str) -> bool:
@@ -135,7 +139,7 @@ def parse_customized(items: list[str]) -> dict[str, str]:
     for item in items:
         old, sep, new = item.partition("=")
         if not sep or not _KEY.match(old) or not _KEY.match(new):
-            raise KeyError_(
+            raise ConfigurationKeyError(
                 f"--customized-keys {item[:80]!r} is not DEFAULT_KEY=NEW_KEY (letters, digits, "
                 "'_', '.' and '-', starting with a letter or '_')"
             )
@@ -146,11 +150,11 @@ def parse_customized(items: list[str]) -> dict[str, str]:
 def apply_customized(keys: dict[str, str], customized: dict[str, str]) -> dict[str, str]:
     unknown = set(customized) - set(keys)
     if unknown:
-        raise KeyError_(
+        raise ConfigurationKeyError(
             f"--customized-keys names {', '.join(sorted(unknown))}, which this connection does "
             f"not write; it writes {', '.join(sorted(keys))}"
         )
     renamed = {customized.get(k, k): v for k, v in keys.items()}
     if len(renamed) != len(keys):
-        raise KeyError_("--customized-keys maps two keys to the same name")
+        raise ConfigurationKeyError("--customized-keys maps two keys to the same name")
     return renamed

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from keyless.base.errors import KeylessError
+
 T = TypeVar("T")
 
 
-class StepFailed(RuntimeError):
+class StepFailed(KeylessError, RuntimeError):
     """A step failed and everything before it was undone (or the message lists what was not)."""
 
     def __init__(self, step: str, cause: str, undone: list[str], left: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from keyless.access.scopes import parse_scope
+from keyless.base.scopes import parse_scope
 from keyless.connector.keys import postgres_values
 from keyless.connector.plan import Plan
 from keyless.connector.target import (

@@ -98,7 +98,7 @@ def _after_write(_session: Any, resource: Any, _created: bool) -> None:
     try:
         check_connection_name(resource.name)
     except PropertiesError as exc:
-        from keyless.resources.manager import ResourceError
+        from keyless.base.errors import ResourceError
 
         raise ResourceError(400, "InvalidConnectionName", str(exc)) from None
 

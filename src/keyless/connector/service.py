@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from keyless.access.scopes import parse_scope
+from keyless.base.errors import KeylessError
+from keyless.base.scopes import parse_scope
 from keyless.connector import clientsecret
 from keyless.connector.clientsecret import ClientSecret
 from keyless.connector.keys import (
@@ -29,7 +30,7 @@ from keyless.connector.target import Identity, Management, ProvisionContext, Vau
 IDENTITY_TYPE = "Keyless.ManagedIdentity/userAssignedIdentities"
 
 
-class ConnectionError_(ValueError):
+class ConnectionRequestError(KeylessError, ValueError):
     """The request cannot be carried out as given; nothing was changed."""
 
 
@@ -41,7 +42,7 @@ class AuthChoice:
 
     def __post_init__(self) -> None:
         if self.secret is not None and self.auth_type != "servicePrincipal":
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 "a client secret goes with --service-principal only: a managed identity gets "
                 "its tokens with no secret"
             )
@@ -95,7 +96,7 @@ def _resolve_identity(
         )["value"]
         match = [r for r in found if str(r["properties"].get("clientId", "")).lower() == client_id]
         if not match:
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 f"no user-assigned identity with client ID {auth.client_id} in this subscription "
                 "(`keyless identity list` shows them)"
             )
@@ -135,7 +136,7 @@ def _reference_identity(
         for resource_id, info in users.items():
             if resource_id.lower() == named.lower():
                 return str(info["principalId"]), f"the app's reference identity {resource_id}"
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             f"the app's keyVaultReferenceIdentity names {named}, which is not assigned to the "
             "app, so `keyless app run` could not read the client secret; assign it (`keyless app "
             f"identity assign {app_args} --identities {named}`) or name another (`keyless app "
@@ -161,7 +162,7 @@ def _check_secret(ctx: ProvisionContext, plan: Plan, secret: ClientSecret) -> No
     reset credential is caught here, not at the app's first start)."""
     check = ctx.check_secret
     if check is None:
-        raise ConnectionError_("this client cannot check a client secret")
+        raise ConnectionRequestError("this client cannot check a client secret")
     identity = ctx.identity
     plan.step(
         f"check that the secret signs in service principal {identity.client_id}",
@@ -194,7 +195,7 @@ def create(
     app = api.call("GET", app_path)
     existing = _connections(api, app_path)
     if any(c["name"].lower() == connection.lower() for c in existing):
-        raise ConnectionError_(
+        raise ConnectionRequestError(
             f"the app already has a connection named {connection!r}; delete it first or choose "
             "another --connection"
         )
@@ -307,7 +308,7 @@ def write_settings(
     def write() -> None:
         clashes = [k for k in keys if k in current and current[k] != keys[k]]
         if clashes:
-            raise ConnectionError_(
+            raise ConnectionRequestError(
                 f"the app already has settings {', '.join(clashes)} with other values; rename "
                 "this connection's keys with --customized-keys KEY=NEW_KEY, or remove them"
             )

@@ -16,7 +16,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import Scope
+from keyless.access.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import Scope
 from keyless.gateway import servers
 from keyless.gateway.mappings import (
     MappingError,
@@ -25,8 +27,7 @@ from keyless.gateway.mappings import (
     list_mappings,
     remove_mapping,
 )
-from keyless.resources.manager import ResourceError, bad_request, find_resource
-from keyless.server.arm import ArmApi, Call
+from keyless.resources.manager import find_resource
 
 SERVER = (
     "/subscriptions/{subscription}/resourceGroups/{group}/providers/"

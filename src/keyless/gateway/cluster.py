@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from keyless.base.errors import KeylessError
+
 _TOOLS = ("initdb", "pg_ctl", "postgres")
 ROOT_CLUSTERS = Path("/var/lib/keyless-postgres")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(KeylessError, RuntimeError):
     """The local cluster cannot be made or run; the message says what to do."""
 
 

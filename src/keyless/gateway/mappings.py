@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keyless.base.errors import KeylessError
 from keyless.gateway.names import GatewayNameError, check_role_name, server_key
 from keyless.store import audit
 from keyless.store.generation import bump_generation
 from keyless.store.models import DatabaseRoleMapping, Group, ServicePrincipal, User
 
 
-class MappingError(ValueError):
+class MappingError(KeylessError, ValueError):
     """The mapping cannot be written; the message says what is wrong and how to fix it."""
 
     def __init__(self, message: str, status: int = 400) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
+from keyless.base.errors import KeylessError
+
 BASE_DC = "keyless"
 # PostgreSQL role names are at most 63 bytes (NAMEDATALEN - 1). Letters, digits and `_.@$-`
 # cover the names Azure's tooling makes (identity names, UPNs) and need no DN escaping.
@@ -25,11 +27,11 @@ _ROLE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,62}$")
 _SERVER = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-class BindDnError(ValueError):
+class BindDnError(KeylessError, ValueError):
     """The bind DN is not `cn=<role>,ou=<server>,dc=keyless`; the message says what is wrong."""
 
 
-class GatewayNameError(ValueError):
+class GatewayNameError(KeylessError, ValueError):
     """A role or server name the gateway cannot carry in a bind DN."""
 
 

@@ -15,11 +15,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from keyless.base.errors import KeylessError
+
 LOGIN_GROUP = "keyless_login"
 OwnedObjects = Literal["reassign", "drop"]
 
 
-class PgAdminError(RuntimeError):
+class PgAdminError(KeylessError, RuntimeError):
     """A PostgreSQL administration step failed; the message says which and how to fix it."""
 
 

@@ -15,6 +15,8 @@ from ldap3.protocol import rfc4511
 from ldap3.strategy.base import BaseStrategy
 from pyasn1.codec.ber import decoder, encoder
 
+from keyless.base.errors import KeylessError
+
 # An LDAPMessage is a universal, constructed SEQUENCE: its first octet is always 0x30.
 LDAP_MESSAGE_TAG = 0x30
 _MAX_HEADER = 2 + 127
@@ -60,7 +62,7 @@ _RESPONSE_TYPES = {
 }
 
 
-class ProtocolError(Exception):
+class ProtocolError(KeylessError):
     """The bytes are not an LDAPv3 request; the session must end (with a notice)."""
 
 

@@ -16,8 +16,8 @@ import uuid
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from keyless.base.errors import ResourceError
 from keyless.gateway.names import GatewayNameError, check_role_name, server_key
-from keyless.resources.manager import ResourceError
 from keyless.resources.types import Properties, PropertiesError, ResourceType, register
 from keyless.store.generation import bump_generation
 from keyless.store.models import DatabaseRoleMapping, Resource

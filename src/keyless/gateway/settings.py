@@ -13,12 +13,13 @@ from pathlib import Path
 
 from keyless.authority.masterkey import MasterKey
 from keyless.authority.tls import TlsFiles, server_key_password
+from keyless.base.errors import KeylessError
 from keyless.gateway.names import is_loopback
 
 DEFAULT_PORT = 8389
 
 
-class GatewaySettingsError(ValueError):
+class GatewaySettingsError(KeylessError, ValueError):
     """The gateway cannot listen as asked; the message says how to fix it."""
 
 

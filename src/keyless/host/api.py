@@ -14,13 +14,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import Scope, scope_key
+from keyless.access.arm import ArmApi, Call
 from keyless.authority import errors
 from keyless.authority.context import Authority
 from keyless.authority.errors import OAuthError
 from keyless.authority.managed_identity import issue_for_identity
-from keyless.resources.manager import ResourceError, bad_request, find_resource
-from keyless.server.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import Scope, scope_key
+from keyless.resources.manager import find_resource
 from keyless.store.models import ServicePrincipal
 
 ACTION = "Keyless.Web/apps/identityToken/action"

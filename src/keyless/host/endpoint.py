@@ -29,6 +29,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
+from keyless.base.errors import KeylessError
 from keyless.host.peer import PeerVerdict, check_peer
 
 APP_SERVICE_PATH = "/msi/token"
@@ -38,7 +39,7 @@ IMDS_VERSIONS = {"2018-02-01", "2019-08-01", "2021-02-01"}
 SELECTORS = ("client_id", "object_id", "mi_res_id", "principal_id")
 
 
-class TokenError(Exception):
+class TokenError(KeylessError):
     """The authority refused (unknown resource, identity not on the app): status + message."""
 
     def __init__(self, status: int, message: str) -> None:

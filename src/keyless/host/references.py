@@ -29,9 +29,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from keyless.base.errors import KeylessError
+from keyless.base.vault_domain import VaultDomain
 from keyless.host.endpoint import Fetch, TokenError
 from keyless.vault.client import SECRET_NAME, VAULT_NAME, VERSION, vault_error, vault_request
-from keyless.vault.domain import VaultDomain
 
 PREFIXES = ("@Keyless.Vault(", "@Microsoft.KeyVault(")
 VAULT_RESOURCE = "api://keyless/vault"
@@ -45,7 +46,7 @@ FORMS = (
 _SHOWN = 300  # at most this much of a reference is quoted in a message
 
 
-class MalformedReference(ValueError):
+class MalformedReference(KeylessError, ValueError):
     """A setting looks like a vault reference but is not one; the message says what is wrong."""
 
 

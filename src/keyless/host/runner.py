@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from keyless.base import loop
 from keyless.host import peer
 from keyless.host.endpoint import (
     APP_SERVICE_PATH,
@@ -29,7 +30,6 @@ from keyless.host.endpoint import (
     create_endpoint_app,
     peer_checked_protocol,
 )
-from keyless.server import loop
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,

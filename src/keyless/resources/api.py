@@ -14,11 +14,12 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import ROOT, Scope, parse_scope
+from keyless.access.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import ROOT, Scope, parse_scope
 from keyless.resources import manager
-from keyless.resources.manager import ResourceError, resolve_type
+from keyless.resources.manager import resolve_type
 from keyless.resources.types import registered
-from keyless.server.arm import ArmApi, Call
 from keyless.store.models import Subscription
 
 SUBSCRIPTION_READ = "Keyless.Resources/subscriptions/read"
@@ -91,7 +92,7 @@ def list_subscriptions(call: Call) -> Any:
 def create_subscription(call: Call) -> Any:
     name = call.body.get("displayName")
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 64:
-        raise manager.bad_request("displayName must be 1 to 64 characters")
+        raise bad_request("displayName must be 1 to 64 characters")
     subscription = Subscription(
         id=str(uuid.uuid4()),
         tenant_id=call.caller.tenant_id,

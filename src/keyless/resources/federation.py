@@ -10,11 +10,12 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.routing import Route
 
-from keyless.access.scopes import Scope
+from keyless.access.arm import ArmApi, Call
 from keyless.authority import directory
 from keyless.authority.directory import DirectoryError
-from keyless.resources.manager import ResourceError, bad_request, find_resource
-from keyless.server.arm import ArmApi, Call
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import Scope
+from keyless.resources.manager import find_resource
 from keyless.store.generation import bump_generation
 from keyless.store.models import FederatedCredential
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from keyless.access.engine import ACCESS_GENERATION, Decision
-from keyless.access.scopes import Scope, ScopeError, check_name, parse_scope, scope_key
+from keyless.access.arm import Caller
+from keyless.access.engine import ACCESS_GENERATION
+from keyless.base.errors import ResourceError, bad_request
+from keyless.base.scopes import Scope, ScopeError, check_name, parse_scope, scope_key
 from keyless.resources import identities
 from keyless.resources.types import PropertiesError, ResourceType, lookup, registered
 from keyless.store.generation import bump_generation
@@ -33,25 +33,6 @@ from keyless.store.models import (
 GROUP_TYPE = "Keyless.Resources/resourceGroups"
 DEFAULT_LOCATION = "local"
 ASSIGN_IDENTITY = "Keyless.ManagedIdentity/userAssignedIdentities/assign/action"
-
-
-class ResourceError(Exception):
-    """An ARM-style error: `code` as Azure names it, a message that says what to do."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def bad_request(message: str, code: str = "InvalidRequestContent") -> ResourceError:
-    return ResourceError(400, code, message)
-
-
-@dataclass(frozen=True)
-class Caller:
-    tenant_id: str
-    principal_id: str
-    check: Callable[[str, str], Decision]
 
 
 def _iso(epoch: float) -> str:

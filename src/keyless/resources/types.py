@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.base.errors import KeylessError
+
 Properties = dict[str, Any]
 
 
-class PropertiesError(ValueError):
+class PropertiesError(KeylessError, ValueError):
     """The resource's properties are not acceptable; the message names the field."""
 
 

@@ -17,19 +17,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from keyless.access import api as access_api
+from keyless.access.arm import ArmApi
 from keyless.access.engine import AccessEngine
+from keyless.access.existence import register_lookups
 from keyless.authority import admin_api, routes
 from keyless.authority.config import DataDir
 from keyless.authority.context import Authority
 from keyless.authority.masterkey import MasterKey
 from keyless.authority.principal_hooks import on_principal_removed
+from keyless.base.vault_domain import VaultDomain
 from keyless.connector import api as connector_api
 from keyless.gateway import api as gateway_api
 from keyless.gateway.mappings import remove_principal_mappings
 from keyless.host import api as host_api
 from keyless.resources import api as resources_api
-from keyless.resources import federation
-from keyless.server.arm import ArmApi
+from keyless.resources import federation, manager
 from keyless.server.errors import ErrorBoundary
 from keyless.server.fastpath import TokenFastPath
 from keyless.server.maintenance import maintenance_loop
@@ -37,7 +39,6 @@ from keyless.server.openapi import openapi_document
 from keyless.server.requestlog import RequestLog
 from keyless.store.engine import open_engine
 from keyless.vault.api import VaultHosts, VaultService
-from keyless.vault.domain import VaultDomain
 from keyless.vault.resource import register_vault_type
 
 
@@ -95,6 +96,8 @@ def create_app(authority: Authority, run_maintenance: bool = True) -> Starlette:
     vault_domain = VaultDomain.from_endpoint(authority.endpoint)
     register_vault_type(vault_domain)
     on_principal_removed(remove_principal_mappings)
+    # Access checks that a role assignment's scope exists through the resources layer above it.
+    register_lookups(manager.find_group, manager.find_resource)
     vaults = VaultService(authority, access, vault_domain)
     all_routes: list[BaseRoute] = [
         healthz,

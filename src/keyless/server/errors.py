@@ -14,7 +14,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyless.server.arm import arm_error
+from keyless.base.errors import arm_error
 
 logger = logging.getLogger("keyless.server")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from keyless.base.vault_domain import VaultDomain
 from keyless.server.errors import ErrorBoundary
-from keyless.vault.domain import VaultDomain
 
 _TOKEN_PATH = ("oauth2", "v2.0", "token")
 

@@ -37,7 +37,7 @@ OAUTH_ERROR: Schema = {
 
 GUID: Schema = {"type": "string", "format": "uuid"}
 _GUID_RE = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-# keyless.access.scopes: names, namespaces and type names of ARM IDs.
+# keyless.base.scopes: names, namespaces and type names of ARM IDs.
 _NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._()-]{0,89}"
 _NAMESPACE_RE = r"[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9.]*"
 _TYPE_RE = r"[A-Za-z][A-Za-z0-9]{0,63}"

@@ -35,10 +35,12 @@ from keyless.authority.tls import (
     server_certificate_needs_renewal,
     server_key_password,
 )
+from keyless.base import loop
+from keyless.base.errors import KeylessError
+from keyless.base.vault_domain import tls_names_for
 from keyless.gateway.decision import BindChecker
 from keyless.gateway.server import Gateway
 from keyless.gateway.settings import GatewaySettings
-from keyless.server import loop
 from keyless.server.app import (
     authority_from_env,
     create_app,
@@ -50,7 +52,6 @@ from keyless.server.workers import OwnSocketWorkers, reuse_port_socket
 from keyless.store.engine import open_engine
 from keyless.store.migrate import upgrade
 from keyless.store.models import SigningKey, Tenant
-from keyless.vault.domain import tls_names_for
 
 GATEWAY_HOST = "127.0.0.1"
 # The CLI's bound on --workers; the default never goes past it either.
@@ -69,7 +70,7 @@ def default_workers() -> int:
     return max(1, min(usable, MAX_WORKERS))
 
 
-class ServeError(RuntimeError):
+class ServeError(KeylessError, RuntimeError):
     """The server cannot start; the message says what to do."""
 
 

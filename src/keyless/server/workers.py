@@ -18,7 +18,7 @@ from collections.abc import Callable
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
 
-from keyless.server import loop
+from keyless.base import loop
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -9,8 +9,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from keyless.base.errors import KeylessError
 
-class StoreUrlError(ValueError):
+
+class StoreUrlError(KeylessError, ValueError):
     """The store URL cannot be used; the message says how to write one that can."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from keyless.base.errors import KeylessError
 from keyless.store.audit import AUDIT_COLUMNS, AuditRecord
 from keyless.store.models import AuditEvent, Base, UsedAssertion
 from keyless.store.prepared import PreparedInsert
@@ -36,7 +37,7 @@ COMMIT_TIMEOUT_S = 30.0
 MAX_BATCH = 256
 
 
-class GrantLogError(RuntimeError):
+class GrantLogError(KeylessError, RuntimeError):
     """The store did not commit the request's records; nothing about it was recorded."""
 
 

@@ -25,13 +25,13 @@ from keyless.access.engine import AccessEngine, Decision
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
-from keyless.server.body import BodyTooLarge, read_limited
+from keyless.base.body import BodyTooLarge, read_limited
+from keyless.base.vault_domain import VaultDomain
 from keyless.store import audit
 from keyless.store.grant_log import GrantLogError
 from keyless.store.models import Vault
 from keyless.store.transaction import run_write
 from keyless.vault.crypto import VaultKeys
-from keyless.vault.domain import VaultDomain
 from keyless.vault.errors import VaultError
 from keyless.vault.operations import GET_SECRET, Context, Operation
 from keyless.vault.reads import Lookup, Lookups, VaultRecord, secret_bundle

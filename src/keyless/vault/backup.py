@@ -31,11 +31,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 
 from keyless.authority.masterkey import MasterKey, MasterKeyError
+from keyless.base.errors import KeylessError
+from keyless.base.vault_domain import SECRET_NAME as _SECRET_NAME
+from keyless.base.vault_domain import VERSION as _VERSION
 from keyless.store import audit
 from keyless.store.models import VaultSecret, VaultSecretVersion
 from keyless.vault.crypto import open_value, seal_value
-from keyless.vault.domain import SECRET_NAME as _SECRET_NAME
-from keyless.vault.domain import VERSION as _VERSION
 from keyless.vault.errors import VaultError
 from keyless.vault.operations import (
     MAX_TAGS,
@@ -59,7 +60,7 @@ _HEADER = struct.Struct(">4sB16sH")  # magic, format, tenant fingerprint, sealed
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
 
-class BackupError(ValueError):
+class BackupError(KeylessError, ValueError):
     """A blob that is no backup this vault can restore; the message says why."""
 
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from keyless.vault.domain import SECRET_NAME as SECRET_NAME
-from keyless.vault.domain import VAULT_NAME as VAULT_NAME
-from keyless.vault.domain import VERSION as VERSION
-from keyless.vault.domain import VaultDomain
+from keyless.base.vault_domain import SECRET_NAME as SECRET_NAME
+from keyless.base.vault_domain import VAULT_NAME as VAULT_NAME
+from keyless.base.vault_domain import VERSION as VERSION
+from keyless.base.vault_domain import VaultDomain
 
 API_VERSION = "7.5"
 

@@ -17,13 +17,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from keyless.authority.masterkey import MasterKey
+from keyless.base.errors import KeylessError
 from keyless.store.models import Vault
 
 _FORMAT = b"\x01"
 _NONCE_BYTES = 12
 
 
-class VaultKeyError(RuntimeError):
+class VaultKeyError(KeylessError, RuntimeError):
     """A sealed value does not open with its vault's key."""
 
 

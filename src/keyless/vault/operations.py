@@ -18,11 +18,11 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from keyless.authority.validation import TokenClaims
+from keyless.base.vault_domain import SECRET_NAME as _SECRET_NAME
+from keyless.base.vault_domain import VERSION as _VERSION
 from keyless.store.models import Vault, VaultSecret, VaultSecretVersion
 from keyless.vault import paging
 from keyless.vault.crypto import VaultKeys, open_value, seal_value
-from keyless.vault.domain import SECRET_NAME as _SECRET_NAME
-from keyless.vault.domain import VERSION as _VERSION
 from keyless.vault.errors import VaultError
 from keyless.vault.reads import not_found as _not_found
 from keyless.vault.reads import refuse_unservable, secret_properties

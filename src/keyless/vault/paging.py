@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from keyless.authority.masterkey import MasterKey, MasterKeyError
+from keyless.base.errors import KeylessError
 
 MAX_RESULTS = 25  # Key Vault's largest page, and its default
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,2048}$")
@@ -29,7 +30,7 @@ _SIZE = re.compile(r"^[0-9]{1,3}$")
 SortKey = Sequence[str | float]
 
 
-class PagingError(ValueError):
+class PagingError(KeylessError, ValueError):
     """A `maxresults` or `$skiptoken` that cannot be used; the message says why."""
 
 

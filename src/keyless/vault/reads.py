@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, func, select
 
+from keyless.base.vault_domain import VERSION
 from keyless.store.generation import ACCESS_GENERATION, GENERATION
 from keyless.store.models import StoreState, Vault, VaultSecret, VaultSecretVersion
 from keyless.store.prepared import PreparedSelect
 from keyless.vault.crypto import VaultKeys, open_value
-from keyless.vault.domain import VERSION
 from keyless.vault.errors import VaultError
 
 RECOVERY_LEVEL = "Recoverable+Purgeable"

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from keyless.resources.manager import ResourceError
+from keyless.base.errors import ResourceError
+from keyless.base.vault_domain import VAULT_NAME, VaultDomain
 from keyless.resources.types import Properties, PropertiesError, ResourceType, register
 from keyless.store.models import Resource, Vault
-from keyless.vault.domain import VAULT_NAME, VaultDomain
 
 VAULT_TYPE = "Keyless.Vault/vaults"
 DEFAULT_RETENTION_DAYS = 90

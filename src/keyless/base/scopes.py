@@ -11,6 +11,8 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from keyless.base.errors import KeylessError
+
 ROOT = "/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*\.[A-Za-z][A-Za-z0-9.]*$")
@@ -18,8 +20,10 @@ _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 MAX_SCOPE_LENGTH = 1024
 
 
-class ScopeError(ValueError):
+class ScopeError(KeylessError, ValueError):
     """The scope or resource ID is malformed; the message says which part and why."""
+
+    code = "InvalidResourceId"
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import Receive
 
+from keyless.base.errors import KeylessError
 
-class BodyTooLarge(Exception):
+
+class BodyTooLarge(KeylessError):
+    status = 413
+    code = "RequestEntityTooLarge"
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than {limit // 1024} KiB")
         self.limit = limit

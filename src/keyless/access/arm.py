@@ -23,18 +23,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.access.engine import AccessEngine, AccessIndex, Decision
-from keyless.access.scopes import ScopeError, parse_scope
 from keyless.authority import refusals
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
-from keyless.resources.manager import Caller, ResourceError
-from keyless.server.body import BodyTooLarge, read_limited
+from keyless.base.body import BodyTooLarge, read_limited
+from keyless.base.errors import ResourceError, arm_error
+from keyless.base.scopes import ScopeError, parse_scope
 from keyless.store import audit
 from keyless.store.models import Subscription
 from keyless.store.transaction import run_write
 
 MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, and how to ask whether they may perform an action at a scope."""
+
+    tenant_id: str
+    principal_id: str
+    check: Callable[[str, str], Decision]
 
 
 @dataclass
@@ -56,11 +65,6 @@ Handler = Callable[[Call], Any]
 ScopeOf = Callable[[Request], str]
 # An action may depend on the request (the resource type in the path): action_of(request).
 ActionOf = Callable[[Request], str]
-
-
-def arm_error(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
 class _Denied(Exception):
