@@ -9,6 +9,7 @@ except the expiry of retired keys, whose five-minute grace period is driven thro
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -69,9 +70,16 @@ def _jwks_kids(server: KeylessServer) -> list[str]:
     return [k["kid"] for k in _jwks(server)["keys"]]
 
 
+_KEY_TIMES = ("createdAt", "activatedAt", "retiredAt", "publishedUntil")
+
+
 def _keys_by_status(server: KeylessServer) -> dict[str, list[dict[str, Any]]]:
+    """`keyless keys list` by status, its times (ISO 8601, as az prints them) as epoch seconds."""
     out: dict[str, list[dict[str, Any]]] = {}
     for key in server.cli_json("keys", "list"):
+        for name in _KEY_TIMES:
+            if isinstance(key.get(name), str):
+                key[name] = dt.datetime.fromisoformat(key[name]).timestamp()
         out.setdefault(key["status"], []).append(key)
     return out
 

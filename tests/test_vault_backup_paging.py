@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -392,4 +393,5 @@ def test_the_maintenance_sweep_purges_deleted_secrets_past_their_date(
     ]
     assert [e["target"] for e in purges] == [f"{vault['id']}/secrets/swept"]
     assert purges[0]["action"] == "Keyless.Vault/vaults/secrets/purge/action"
-    assert purges[0]["at"] < purge_date.timestamp()  # recorded when it happened, not at `now`
+    # Recorded when it happened, not at `now` (the CLI prints times in ISO 8601, as az does).
+    assert datetime.fromisoformat(purges[0]["at"]) < purge_date

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 
+from keyless.base.errors import KeylessError
 
-class RepeatedCredentialHeader(ValueError):
+
+class RepeatedCredentialHeader(KeylessError, ValueError):
     """The request carries a credential header more than once; the message says which."""
+
+    code = "RepeatedCredentialHeader"
 
     def __init__(self, name: str) -> None:
         super().__init__(

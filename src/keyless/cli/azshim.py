@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sys
 
+from keyless.base.errors import KeylessError
+
 ANSWERED = ("account", "get-access-token")
 # az's options for get-access-token that Keyless answers, and those it accepts and ignores:
 # a Keyless token is for a tenant, not a subscription (as an Entra token is).
@@ -24,8 +26,8 @@ _IGNORED = {"--subscription", "-s"}
 _FLAGS_IGNORED = {"--only-show-errors", "--debug", "--verbose"}
 
 
-class ShimError(Exception):
-    pass
+class ShimError(KeylessError):
+    """What the stand-in `az` cannot do; printed as az prints its errors."""
 
 
 def translate(argv: list[str]) -> list[str]:

@@ -149,7 +149,9 @@ def _parse_connection_string(name: str, text: str) -> dict[str, Any]:
     if text.lower().startswith("jdbc:"):
         raise ConnectionSettingsError(
             f"{name} is a JDBC URL (the java client type); this helper needs the python form "
-            f"'{_EXAMPLE}', which a connection with --client-type python (or none) writes"
+            f"'{_EXAMPLE}', which a connection made with `keyless app connection create "
+            "postgres -g <group> -n <app> --server <server> --database <database> "
+            "--system-identity --client-type python` (or none) writes"
         )
     try:
         params = conninfo_to_dict(text)
