@@ -24,13 +24,13 @@ from starlette.routing import Route
 
 from keyless.access.engine import AccessEngine, AccessIndex, Decision
 from keyless.authority import refusals
+from keyless.authority.caller_audit import audit_caller
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.validation import InvalidToken, TokenClaims, validate_access_token
 from keyless.base.body import BodyTooLarge, read_limited
 from keyless.base.errors import ResourceError, arm_error
 from keyless.base.scopes import ScopeError, parse_scope
-from keyless.store import audit
 from keyless.store.models import Subscription
 from keyless.store.transaction import run_write
 
@@ -265,14 +265,4 @@ class ArmApi:
         trace_id: str,
         details: dict[str, Any],
     ) -> None:
-        record = audit.AuditRecord(
-            actor=claims.object_id,
-            action=action,
-            target=target,
-            result=result,
-            trace_id=trace_id,
-            tenant_id=claims.tenant_id,
-            details={"appId": claims.app_id, "idtyp": claims.idtyp, **details},
-        )
-        with self.authority.engine.begin() as connection:
-            audit.write(connection, record)
+        audit_caller(self.authority, claims, action, target, result, trace_id, details)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.authority import accounts, directory, keys, refusals, sessions
+from keyless.authority.caller_audit import audit_caller
 from keyless.authority.context import Authority
 from keyless.authority.credential_headers import RepeatedCredentialHeader, single_header
 from keyless.authority.directory import DirectoryError
@@ -187,17 +188,7 @@ class AdminApi:
     def _audit(
         self, claims: TokenClaims, action: str, target: str, result: str, trace_id: str
     ) -> None:
-        record = audit.AuditRecord(
-            actor=claims.object_id,
-            action=action,
-            target=target,
-            result=result,
-            trace_id=trace_id,
-            tenant_id=claims.tenant_id,
-            details={"appId": claims.app_id, "idtyp": claims.idtyp},
-        )
-        with self.authority.engine.begin() as connection:
-            audit.write(connection, record)
+        audit_caller(self.authority, claims, action, target, result, trace_id)
 
 
 def method_is_create(action: str) -> bool:
