@@ -302,6 +302,14 @@ def definition_list(
     show(roles, output, DEFINITION_COLUMNS)
 
 
+def _required_definition(data_dir: Any, where: str, name: str) -> dict[str, Any]:
+    """The role definition named (or with ID) `name` visible at `where`; a clear stop if none."""
+    role = find_definition(definitions(data_dir, where), name)
+    if role is None:
+        fail(f"no role named or with ID {name[:100]!r}; `keyless role definition list` shows them")
+    return role
+
+
 @definition_app.command("show")
 def definition_show(
     name: Annotated[str, typer.Option("--name", "-n", help="The role's name or ID.")],
@@ -312,9 +320,7 @@ def definition_show(
 ) -> None:
     """One role definition, by name (Azure's names of the vault roles too) or ID."""
     where, _ = target_scope(data_dir, scope, None, subscription)
-    role = find_definition(definitions(data_dir, where), name)
-    if role is None:
-        fail(f"no role named or with ID {name[:100]!r}; `keyless role definition list` shows them")
+    role = _required_definition(data_dir, where, name)
     show(role, output, DEFINITION_COLUMNS)
 
 
@@ -349,9 +355,7 @@ def definition_delete(
 ) -> None:
     """Delete a custom role (its assignments must be deleted first)."""
     where, given = target_scope(data_dir, scope, None, subscription)
-    role = find_definition(definitions(data_dir, where), name)
-    if role is None:
-        fail(f"no role named or with ID {name[:100]!r}; `keyless role definition list` shows them")
+    role = _required_definition(data_dir, where, name)
     if not given:
         scopes = role["assignableScopes"]
         where = scopes[0] if scopes else "/"
